@@ -1,0 +1,1 @@
+"""Airflow provider for Adobe Experience Platform: hooks, operators, triggers and links."""

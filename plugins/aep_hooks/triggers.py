@@ -1,0 +1,411 @@
+"""
+Triggers that wait for AEP jobs: Query Service queries, ingestion batches, flow runs and segment jobs.
+
+Each trigger only reads the job's status (no side effects, so it is safe to run more than once),
+polls every ``poll_interval`` seconds until ``end_time`` and yields exactly one event::
+
+    {"status": "success" | "error" | "timeout", "id": ..., "state": ..., "errors": [...],
+     "message": ..., "result": {...}}
+
+The status classification is in module-level functions shared with the operators' sync path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from abc import abstractmethod
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from airflow.triggers.base import BaseTrigger, TriggerEvent
+
+from aep_hooks.exceptions import AEPApiError
+from aep_hooks.hooks import (
+    CATALOG,
+    FLOW_SERVICE,
+    QUERY_SERVICE,
+    SEGMENTATION,
+    AEPAsyncHook,
+    first_item,
+    unwrap_catalog_item,
+)
+
+log = logging.getLogger(__name__)
+
+RUNNING, SUCCESS, ERROR = "running", "success", "error"
+
+
+@dataclass(frozen=True)
+class JobStates:
+    """
+    The states of one kind of AEP job, upper-cased (AEP's casing varies, so comparisons ignore it).
+
+    :param kind: what the job is, for messages.
+    :param in_progress: states that keep polling.
+    :param succeeded: terminal states that mean success.
+    :param failed: terminal states that mean failure.
+    """
+
+    kind: str
+    in_progress: frozenset[str]
+    succeeded: frozenset[str]
+    failed: frozenset[str]
+
+    def classify(self, state: str | None) -> tuple[str, str]:
+        """Return ``("running"|"success"|"error", state)``; an unknown state is logged and waited on."""
+        state = str(state or "UNKNOWN")
+        if state.upper() in self.succeeded:
+            return SUCCESS, state
+        if state.upper() in self.failed:
+            return ERROR, state
+        if state.upper() not in self.in_progress:
+            log.warning("AEP %s in unknown state %r; waiting for a known state", self.kind, state)
+        return RUNNING, state
+
+
+# Query Service REST state machine (aep-api.md §6.2): all four terminal states end polling.
+QUERY_STATES = JobStates(
+    "query",
+    in_progress=frozenset({"SUBMITTED", "IN_PROGRESS"}),
+    succeeded=frozenset({"SUCCESS"}),
+    failed=frozenset({"FAILED", "KILLED", "TIMEOUT"}),
+)
+# Catalog batch status classes (aep-api.md §4); "inactive"/"deleted" mean the batch is gone (reverted).
+BATCH_STATES = JobStates(
+    "batch",
+    in_progress=frozenset({"LOADING", "LOADED", "STAGING", "STAGED", "PROCESSING", "QUEUED", "RETRYING"}),
+    succeeded=frozenset({"SUCCESS", "ACTIVE"}),
+    failed=frozenset({"FAILED", "FAILURE", "ABORTED", "ABANDONED", "STALLED", "INACTIVE", "DELETED"}),
+)
+# Flow run statusSummary.status (aep-api.md §8.3), meaningful once durationSummary.completedAtUTC is set.
+RUN_STATES = JobStates(
+    "flow run",
+    in_progress=frozenset({"PROCESSING", "WAITING", "QUEUED", "SCHEDULED", "IN_PROGRESS", "PENDING"}),
+    succeeded=frozenset({"SUCCESS", "COMPLETED"}),
+    failed=frozenset({"FAILED", "FAILURE", "PARTIAL_FAILURE", "CANCELLED", "ABORTED"}),
+)
+# Segment job states (aep-api.md §11).
+SEGMENT_JOB_STATES = JobStates(
+    "segment job",
+    in_progress=frozenset({"NEW", "QUEUED", "PROCESSING", "CANCELLING"}),
+    succeeded=frozenset({"SUCCEEDED"}),
+    failed=frozenset({"FAILED", "CANCELLED"}),
+)
+
+
+def classify_query(doc: dict) -> tuple[str, str]:
+    """
+    Classify a Query Service query: ``SUBMITTED → IN_PROGRESS → SUCCESS | FAILED | KILLED | TIMEOUT``.
+
+    :param doc: the query as ``GET /queries/{id}`` returns it.
+    """
+    return QUERY_STATES.classify(doc.get("state"))
+
+
+def classify_batch(doc: dict) -> tuple[str, str]:
+    """
+    Classify a Catalog batch: ``loading → staging → success | failed`` (and the other §4 statuses).
+
+    :param doc: the batch as ``GET /catalog/batches/{id}`` returns it, unwrapped.
+    """
+    return BATCH_STATES.classify(doc.get("status"))
+
+
+def classify_run(doc: dict) -> tuple[str, str]:
+    """
+    Classify a flow run: finished only once ``completedAtUTC`` and ``statusSummary.status`` are set.
+
+    :param doc: the run as ``GET /runs/{id}`` returns it, unwrapped from ``items``.
+    """
+    metrics = doc.get("metrics") or {}
+    status = (metrics.get("statusSummary") or {}).get("status")
+    if not (metrics.get("durationSummary") or {}).get("completedAtUTC") or not status:
+        return RUNNING, status or "PENDING"
+    return RUN_STATES.classify(status)
+
+
+def classify_segment_job(doc: dict) -> tuple[str, str]:
+    """
+    Classify a segment job: ``NEW → QUEUED → PROCESSING → SUCCEEDED | FAILED``, or ``CANCELLING → CANCELLED``.
+
+    :param doc: the job as ``GET /segment/jobs/{id}`` returns it.
+    """
+    return SEGMENT_JOB_STATES.classify(doc.get("status"))
+
+
+class AEPJobTrigger(BaseTrigger):
+    """
+    Poll one AEP job until it ends or ``end_time`` passes; yield exactly one event.
+
+    Subclasses name the id argument (``id_kwarg``), read the job, classify and summarise it.
+
+    :param resource_id: the job's AEP id.
+    :param aep_conn_id: the ``aep`` connection id.
+    :param poll_interval: seconds between status reads.
+    :param end_time: deadline, in epoch seconds; a ``timeout`` event is yielded after it.
+    :param sandbox: a sandbox that overrides the connection's.
+    """
+
+    #: what the job is, for messages
+    kind: str
+    #: the name of the id argument of the subclass's ``__init__``
+    id_kwarg: str
+    #: the module-level classification of the job's document, shared with the operators' sync path
+    classify: Callable[[dict], tuple[str, str]]
+
+    def __init__(
+        self,
+        resource_id: str,
+        aep_conn_id: str = AEPAsyncHook.default_conn_name,
+        poll_interval: float = 30.0,
+        *,
+        end_time: float,
+        sandbox: str | None = None,
+    ) -> None:
+        super().__init__()
+        if not isinstance(resource_id, str) or not resource_id:
+            raise ValueError(f"{self.id_kwarg} must be a non-empty string, got {resource_id!r}")
+        if not isinstance(poll_interval, (int, float)) or poll_interval <= 0:
+            raise ValueError(f"poll_interval must be a positive number, got {poll_interval!r}")
+        if not isinstance(end_time, (int, float)):
+            raise ValueError(f"end_time must be epoch seconds, got {end_time!r}")
+        self.resource_id = resource_id
+        self.aep_conn_id = aep_conn_id
+        self.poll_interval = float(poll_interval)
+        self.end_time = float(end_time)
+        self.sandbox = sandbox
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            {
+                self.id_kwarg: self.resource_id,
+                "aep_conn_id": self.aep_conn_id,
+                "poll_interval": self.poll_interval,
+                "end_time": self.end_time,
+                "sandbox": self.sandbox,
+            },
+        )
+
+    def get_async_hook(self) -> AEPAsyncHook:
+        """A new async hook (new HTTP sessions, new token) for this run of the trigger."""
+        return AEPAsyncHook(self.aep_conn_id, sandbox=self.sandbox)
+
+    @abstractmethod
+    async def fetch(self, hook: AEPAsyncHook) -> dict:
+        """Read the job's current document."""
+
+    def errors(self, doc: dict) -> list:
+        """AEP's error list for the job."""
+        return list(doc.get("errors") or [])
+
+    def summarize(self, doc: dict) -> dict[str, Any]:
+        """A small, JSON-serialisable summary of the finished job."""
+        return {}
+
+    def _event(self, status: str, state: str | None, message: str, errors: list, result: dict) -> TriggerEvent:
+        return TriggerEvent(
+            {
+                "status": status,
+                "id": self.resource_id,
+                "state": state,
+                "errors": errors,
+                "message": message,
+                "result": result,
+            }
+        )
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        hook = self.get_async_hook()
+        while True:
+            try:
+                doc = await self.fetch(hook)
+            except AEPApiError as err:
+                yield self._event(ERROR, None, str(err), [err.body], {"status_code": err.status})
+                return
+            status, state = self.classify(doc)
+            if status != RUNNING:
+                message = f"AEP {self.kind} {self.resource_id} ended in state {state}"
+                yield self._event(status, state, message, self.errors(doc), self.summarize(doc))
+                return
+            remaining = self.end_time - time.time()
+            if remaining <= 0:
+                message = f"AEP {self.kind} {self.resource_id} still in state {state} at the deadline"
+                yield self._event("timeout", state, message, [], {})
+                return
+            sleep_for = min(self.poll_interval, remaining)
+            self.log.info("AEP %s %s in state %s, sleeping %s s", self.kind, self.resource_id, state, sleep_for)
+            await asyncio.sleep(sleep_for)
+
+
+class QueryStatusTrigger(AEPJobTrigger):
+    """
+    Wait for a Query Service query to end.
+
+    .. seealso:: https://experienceleague.adobe.com/en/docs/experience-platform/query/api/queries
+
+    :param query_id: the query id.
+    :param aep_conn_id: the ``aep`` connection id.
+    :param poll_interval: seconds between status reads.
+    :param end_time: deadline, in epoch seconds.
+    :param sandbox: a sandbox that overrides the connection's.
+    """
+
+    kind = "query"
+    id_kwarg = "query_id"
+
+    def __init__(
+        self,
+        query_id: str,
+        aep_conn_id: str = AEPAsyncHook.default_conn_name,
+        poll_interval: float = 30.0,
+        *,
+        end_time: float,
+        sandbox: str | None = None,
+    ) -> None:
+        super().__init__(query_id, aep_conn_id, poll_interval, end_time=end_time, sandbox=sandbox)
+
+    async def fetch(self, hook: AEPAsyncHook) -> dict:
+        return await hook.get_json(f"{QUERY_SERVICE}/queries/{self.resource_id}")
+
+    classify = staticmethod(classify_query)
+
+    def summarize(self, doc: dict) -> dict[str, Any]:
+        created = (doc.get("_links") or {}).get("created_dataset") or {}
+        return {"rowCount": doc.get("rowCount"), "elapsedTime": doc.get("elapsedTime"), "dataset_id": created.get("id")}
+
+    async def on_kill(self) -> None:
+        """Cancel the query when a user kills the deferred task."""
+        self.log.info("Cancelling AEP query %s", self.resource_id)
+        await self.get_async_hook().request(
+            "PATCH", f"{QUERY_SERVICE}/queries/{self.resource_id}", json={"op": "cancel"}
+        )
+
+
+class BatchStatusTrigger(AEPJobTrigger):
+    """
+    Wait for an ingestion batch to reach a terminal Catalog status.
+
+    .. seealso:: https://experienceleague.adobe.com/en/docs/experience-platform/ingestion/batch/troubleshooting
+
+    :param batch_id: the batch id.
+    :param aep_conn_id: the ``aep`` connection id.
+    :param poll_interval: seconds between status reads.
+    :param end_time: deadline, in epoch seconds.
+    :param sandbox: a sandbox that overrides the connection's.
+    """
+
+    kind = "batch"
+    id_kwarg = "batch_id"
+
+    def __init__(
+        self,
+        batch_id: str,
+        aep_conn_id: str = AEPAsyncHook.default_conn_name,
+        poll_interval: float = 30.0,
+        *,
+        end_time: float,
+        sandbox: str | None = None,
+    ) -> None:
+        super().__init__(batch_id, aep_conn_id, poll_interval, end_time=end_time, sandbox=sandbox)
+
+    async def fetch(self, hook: AEPAsyncHook) -> dict:
+        return unwrap_catalog_item(await hook.get_json(f"{CATALOG}/batches/{self.resource_id}"), self.resource_id)
+
+    classify = staticmethod(classify_batch)
+
+    def summarize(self, doc: dict) -> dict[str, Any]:
+        return {"metrics": doc.get("metrics") or {}}
+
+
+class FlowRunTrigger(AEPJobTrigger):
+    """
+    Wait for a Flow Service run (dataset export or activation) to finish.
+
+    .. seealso:: https://experienceleague.adobe.com/en/docs/experience-platform/destinations/api/export-datasets
+
+    :param run_id: the flow run id.
+    :param aep_conn_id: the ``aep`` connection id.
+    :param poll_interval: seconds between status reads.
+    :param end_time: deadline, in epoch seconds.
+    :param sandbox: a sandbox that overrides the connection's.
+    """
+
+    kind = "flow run"
+    id_kwarg = "run_id"
+
+    def __init__(
+        self,
+        run_id: str,
+        aep_conn_id: str = AEPAsyncHook.default_conn_name,
+        poll_interval: float = 30.0,
+        *,
+        end_time: float,
+        sandbox: str | None = None,
+    ) -> None:
+        super().__init__(run_id, aep_conn_id, poll_interval, end_time=end_time, sandbox=sandbox)
+
+    async def fetch(self, hook: AEPAsyncHook) -> dict:
+        return first_item(await hook.get_json(f"{FLOW_SERVICE}/runs/{self.resource_id}"), f"run {self.resource_id}")
+
+    classify = staticmethod(classify_run)
+
+    def errors(self, doc: dict) -> list:
+        status_summary = (doc.get("metrics") or {}).get("statusSummary") or {}
+        return list(status_summary.get("errors") or doc.get("errors") or [])
+
+    def summarize(self, doc: dict) -> dict[str, Any]:
+        metrics = doc.get("metrics") or {}
+        return {
+            "completedAtUTC": (metrics.get("durationSummary") or {}).get("completedAtUTC"),
+            "recordSummary": metrics.get("recordSummary") or {},
+            "fileSummary": metrics.get("fileSummary") or {},
+        }
+
+
+class SegmentJobTrigger(AEPJobTrigger):
+    """
+    Wait for a segment job to end.
+
+    .. seealso:: https://experienceleague.adobe.com/en/docs/experience-platform/segmentation/api/segment-jobs
+
+    :param job_id: the segment job id.
+    :param aep_conn_id: the ``aep`` connection id.
+    :param poll_interval: seconds between status reads.
+    :param end_time: deadline, in epoch seconds.
+    :param sandbox: a sandbox that overrides the connection's.
+    """
+
+    kind = "segment job"
+    id_kwarg = "job_id"
+
+    def __init__(
+        self,
+        job_id: str,
+        aep_conn_id: str = AEPAsyncHook.default_conn_name,
+        poll_interval: float = 30.0,
+        *,
+        end_time: float,
+        sandbox: str | None = None,
+    ) -> None:
+        super().__init__(job_id, aep_conn_id, poll_interval, end_time=end_time, sandbox=sandbox)
+
+    async def fetch(self, hook: AEPAsyncHook) -> dict:
+        return await hook.get_json(f"{SEGMENTATION}/segment/jobs/{self.resource_id}")
+
+    classify = staticmethod(classify_segment_job)
+
+    def summarize(self, doc: dict) -> dict[str, Any]:
+        metrics = doc.get("metrics") or {}
+        return {
+            "totalProfiles": metrics.get("totalProfiles"),
+            "segmentedProfileCounter": metrics.get("segmentedProfileCounter") or {},
+        }
+
+    async def on_kill(self) -> None:
+        """Cancel the segment job when a user kills the deferred task."""
+        self.log.info("Cancelling AEP segment job %s", self.resource_id)
+        await self.get_async_hook().request("DELETE", f"{SEGMENTATION}/segment/jobs/{self.resource_id}")
