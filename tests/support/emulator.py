@@ -63,7 +63,7 @@ def session_settings() -> Settings:
     so concurrent test runs against one PostgreSQL never see each other's state."""
     base = get_settings()
     sandbox = os.environ.get("AEP_TEST_SANDBOX") or f"t{uuid.uuid4().hex[:8]}"
-    return replace(base, sandboxes=(*base.sandboxes, sandbox), state_latency_s=0.05), sandbox
+    return replace(base, sandboxes=(sandbox,), state_latency_s=0.05), sandbox
 
 
 @dataclass
