@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 from aep_emulator.config import Settings, get_settings
 from aep_emulator.errors import AEPError
 from aep_emulator.gateway import GatewayMiddleware
+from aep_emulator.qs_proxy import QSProxy
 from aep_emulator.runtime import Emulator
 from aep_emulator.services.ims import TokenStore
 
@@ -59,7 +60,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             recover = getattr(module, "recover", None)
             if recover is not None:
                 recover(emu)
+        qs_proxy = await QSProxy(emu).start()
         yield
+        await qs_proxy.stop()
         emu.stop()
 
     app = FastAPI(title="AEP emulator", lifespan=lifespan, docs_url="/_emulator/docs", openapi_url="/_emulator/openapi.json")

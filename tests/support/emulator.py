@@ -59,8 +59,9 @@ class RunningEmulator:
 
 
 def session_settings() -> Settings:
-    """Settings for a test session: the configured services plus a sandbox of the session's own,
-    so concurrent test runs against one PostgreSQL never see each other's state."""
+    """Settings for a test session: the configured services and a sandbox of the session's own and
+    nothing else, so test runs sharing one PostgreSQL (and the local stack's emulator) never see,
+    or recover, each other's state."""
     base = get_settings()
     sandbox = os.environ.get("AEP_TEST_SANDBOX") or f"t{uuid.uuid4().hex[:8]}"
     return replace(base, sandboxes=(sandbox,), state_latency_s=0.05), sandbox
