@@ -1,0 +1,271 @@
+"""Query Service's interactive PostgreSQL endpoint: a PostgreSQL v3 protocol front for the real server.
+
+The proxy authenticates clients the way AEP does (cleartext password; user = org id, password = a
+live IMS token; dbname ``{sandbox}:all`` or ``{sandbox}:{table}``), then logs in to the emulator's
+PostgreSQL itself with ``search_path`` set to the sandbox's schema and the QS statement timeout, and
+from there on copies bytes both ways, so every client PostgreSQL accepts (psql, psycopg2, psycopg 3)
+works unchanged.
+
+AEP requires TLS; the emulator does not offer it: SSLRequest and GSSENCRequest are answered ``N``,
+so clients connect with ``sslmode=disable`` (or ``prefer``) against the emulator.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import struct
+
+import scramp
+from psycopg.conninfo import conninfo_to_dict
+
+from aep_emulator.db import quote_ident, sandbox_schema
+from aep_emulator.runtime import Emulator
+
+log = logging.getLogger(__name__)
+
+PROTOCOL_V3 = 196608
+SSL_REQUEST = 80877103
+GSSENC_REQUEST = 80877104
+CANCEL_REQUEST = 80877102
+# Authentication request codes (the int32 after an 'R' message's length).
+AUTH_OK, AUTH_CLEARTEXT, AUTH_MD5, AUTH_SASL, AUTH_SASL_CONTINUE, AUTH_SASL_FINAL = 0, 3, 5, 10, 11, 12
+# Startup parameters the proxy sets itself rather than passing on to PostgreSQL.
+_PROXY_OWNED_PARAMETERS = frozenset({"user", "database", "options", "replication"})
+_COPY_CHUNK = 65536
+
+
+class ClientRejected(Exception):
+    """The client may not connect; it gets a FATAL ErrorResponse with this SQLSTATE.
+
+    :param sqlstate: five-character SQLSTATE, e.g. ``28P01``.
+    :param message: error message.
+    """
+
+    def __init__(self, sqlstate: str, message: str) -> None:
+        super().__init__(message)
+        self.sqlstate = sqlstate
+
+
+class BackendRejected(Exception):
+    """PostgreSQL refused the proxy's login; carries its raw ErrorResponse message for the client.
+
+    :param error_message: the complete ``E`` message PostgreSQL sent.
+    """
+
+    def __init__(self, error_message: bytes) -> None:
+        super().__init__("PostgreSQL refused the proxy's login")
+        self.error_message = error_message
+
+
+def _message(tag: bytes, payload: bytes) -> bytes:
+    return tag + struct.pack("!I", len(payload) + 4) + payload
+
+
+def _error_response(sqlstate: str, message: str) -> bytes:
+    fields = [b"SFATAL", b"VFATAL", b"C" + sqlstate.encode(), b"M" + message.encode()]
+    return _message(b"E", b"\0".join(fields) + b"\0\0")
+
+
+async def _read_message(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
+    header = await reader.readexactly(5)
+    (length,) = struct.unpack("!I", header[1:])
+    return header[:1], await reader.readexactly(length - 4)
+
+
+def _startup_message(parameters: dict[str, str]) -> bytes:
+    body = struct.pack("!I", PROTOCOL_V3)
+    body += b"".join(k.encode() + b"\0" + v.encode() + b"\0" for k, v in parameters.items()) + b"\0"
+    return struct.pack("!I", len(body) + 4) + body
+
+
+class QSProxy:
+    """The asyncio server on ``127.0.0.1:settings.qs_port``.
+
+    :param emu: the running emulator (settings, token store, database).
+    """
+
+    def __init__(self, emu: Emulator) -> None:
+        self.emu = emu
+        self._server: asyncio.Server | None = None
+        self._sessions: set[asyncio.Task] = set()
+        backend = conninfo_to_dict(emu.settings.pg_dsn)
+        self._backend_host = backend.get("host") or "localhost"
+        self._backend_port = int(backend.get("port") or 5432)
+        self._backend_user = backend.get("user") or "postgres"
+        self._backend_password = backend.get("password")
+        self._backend_database = backend.get("dbname") or self._backend_user
+
+    async def start(self) -> QSProxy:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.emu.settings.qs_port)
+        log.info("Query Service PostgreSQL endpoint on 127.0.0.1:%s", self.emu.settings.qs_port)
+        return self
+
+    async def stop(self) -> None:
+        if self._server is None:
+            return
+        self._server.close()
+        for session in self._sessions:
+            session.cancel()
+        await asyncio.gather(*self._sessions, return_exceptions=True)
+        await self._server.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        session = asyncio.current_task()
+        self._sessions.add(session)
+        try:
+            await self._session(reader, writer)
+        except ClientRejected as exc:
+            log.info("Query Service connection rejected (%s): %s", exc.sqlstate, exc)
+            writer.write(_error_response(exc.sqlstate, str(exc)))
+            await writer.drain()
+        except BackendRejected as exc:
+            log.warning("Query Service proxy: %s", exc)
+            writer.write(exc.error_message)
+            await writer.drain()
+        except (ConnectionError, asyncio.IncompleteReadError) as exc:
+            log.debug("Query Service connection closed: %s", exc)
+        finally:
+            self._sessions.discard(session)
+            writer.close()
+
+    async def _open_backend(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        if self._backend_host.startswith("/"):
+            return await asyncio.open_unix_connection(f"{self._backend_host}/.s.PGSQL.{self._backend_port}")
+        return await asyncio.open_connection(self._backend_host, self._backend_port)
+
+    async def _session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        parameters = await self._negotiate(reader, writer)
+        if parameters is None:
+            return
+        writer.write(_message(b"R", struct.pack("!I", AUTH_CLEARTEXT)))
+        await writer.drain()
+        tag, payload = await _read_message(reader)
+        if tag != b"p":
+            raise ClientRejected("08P01", "expected a password message")
+        password = payload.rstrip(b"\0").decode()
+        sandbox = await asyncio.to_thread(self._authenticate, parameters, password)
+        backend_reader, backend_writer = await self._open_backend()
+        try:
+            await self._backend_login(backend_reader, backend_writer, parameters, sandbox)
+            # PostgreSQL's ParameterStatus, BackendKeyData and ReadyForQuery follow through the pipe.
+            writer.write(_message(b"R", struct.pack("!I", AUTH_OK)))
+            await writer.drain()
+            await asyncio.gather(_pump(reader, backend_writer), _pump(backend_reader, writer))
+        finally:
+            backend_writer.close()
+
+    async def _negotiate(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> dict[str, str] | None:
+        """Read the StartupMessage, refusing encryption; None when it was a CancelRequest."""
+        while True:
+            (length,) = struct.unpack("!I", await reader.readexactly(4))
+            body = await reader.readexactly(length - 4)
+            (code,) = struct.unpack("!I", body[:4])
+            if code in (SSL_REQUEST, GSSENC_REQUEST):
+                writer.write(b"N")
+                await writer.drain()
+            elif code == CANCEL_REQUEST:
+                await self._forward_cancel(struct.pack("!I", length) + body)
+                return None
+            elif code == PROTOCOL_V3:
+                items = body[4:].split(b"\0")
+                return {k.decode(): v.decode() for k, v in zip(items[0::2], items[1::2], strict=False) if k}
+            else:
+                raise ClientRejected("08P01", f"unsupported frontend protocol {code >> 16}.{code & 0xFFFF}")
+
+    async def _forward_cancel(self, request: bytes) -> None:
+        """Pass a CancelRequest on: the key data the client holds is PostgreSQL's own."""
+        _, backend_writer = await self._open_backend()
+        backend_writer.write(request)
+        await backend_writer.drain()
+        backend_writer.close()
+
+    def _authenticate(self, parameters: dict[str, str], password: str) -> str:
+        """Check user, token and dbname as AEP does; return the sandbox (runs in a thread)."""
+        settings = self.emu.settings
+        user = parameters.get("user", "")
+        if user != settings.org_id:
+            raise ClientRejected("28000", f"user {user!r} is not valid: use the organization id {settings.org_id}")
+        token = self.emu.tokens.lookup(password)
+        if token is None or token.org_id != user:
+            raise ClientRejected("28P01", "password authentication failed: the IMS token is invalid or expired")
+        database = parameters.get("database", "")
+        sandbox, separator, target = database.partition(":")
+        if not separator or sandbox not in settings.sandboxes:
+            raise ClientRejected("3D000", f"database {database!r} does not exist: use '<sandbox>:all'")
+        target = target.partition("?")[0]  # ?FLATTEN only changes how nested columns are shown
+        if target != "all" and not self._table_exists(sandbox, target):
+            raise ClientRejected("42P12", f"no tables found for dbName {database!r}")
+        return sandbox
+
+    def _table_exists(self, sandbox: str, table: str) -> bool:
+        with self.emu.db.connection() as conn:
+            row = conn.execute(
+                "SELECT to_regclass(%s)", (f"{sandbox_schema(sandbox)}.{quote_ident(table)}",)
+            ).fetchone()
+        return row[0] is not None
+
+    async def _backend_login(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        client_parameters: dict[str, str],
+        sandbox: str,
+    ) -> None:
+        """Log in to PostgreSQL (SCRAM-SHA-256, md5, cleartext or trust) for the client's session."""
+        timeout_ms = self.emu.settings.qs_statement_timeout_s * 1000
+        parameters = {k: v for k, v in client_parameters.items() if k not in _PROXY_OWNED_PARAMETERS}
+        parameters.update(
+            user=self._backend_user,
+            database=self._backend_database,
+            options=f"-c search_path={sandbox_schema(sandbox)} -c statement_timeout={timeout_ms}",
+        )
+        writer.write(_startup_message(parameters))
+        scram: scramp.ScramClient | None = None
+        while True:
+            await writer.drain()
+            tag, payload = await _read_message(reader)
+            if tag == b"E":
+                raise BackendRejected(_message(tag, payload))
+            if tag != b"R":
+                raise ClientRejected("08P01", f"unexpected message {tag!r} from PostgreSQL during login")
+            (code,) = struct.unpack("!I", payload[:4])
+            if code == AUTH_OK:
+                return
+            if code == AUTH_CLEARTEXT:
+                writer.write(_message(b"p", self._password().encode() + b"\0"))
+            elif code == AUTH_MD5:
+                inner = hashlib.md5((self._password() + self._backend_user).encode()).hexdigest()
+                digest = hashlib.md5(inner.encode() + payload[4:8]).hexdigest()
+                writer.write(_message(b"p", b"md5" + digest.encode() + b"\0"))
+            elif code == AUTH_SASL:
+                mechanisms = [m.decode() for m in payload[4:].split(b"\0") if m]
+                scram = scramp.ScramClient(mechanisms, self._backend_user, self._password())
+                first = scram.get_client_first().encode()
+                mechanism = scram.mechanism_name.encode()
+                writer.write(_message(b"p", mechanism + b"\0" + struct.pack("!i", len(first)) + first))
+            elif code == AUTH_SASL_CONTINUE and scram is not None:
+                scram.set_server_first(payload[4:].decode())
+                writer.write(_message(b"p", scram.get_client_final().encode()))
+            elif code == AUTH_SASL_FINAL and scram is not None:
+                scram.set_server_final(payload[4:].decode())
+            else:
+                raise ClientRejected("28000", f"PostgreSQL asked for unsupported authentication (code {code})")
+
+    def _password(self) -> str:
+        if self._backend_password is None:
+            raise ClientRejected("28000", "PostgreSQL asked the proxy for a password, but AEP_PG_DSN has none")
+        return self._backend_password
+
+
+async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Copy bytes until EOF, then close the other side so its peer sees the end too."""
+    try:
+        while data := await reader.read(_COPY_CHUNK):
+            writer.write(data)
+            await writer.drain()
+    except ConnectionError as exc:
+        log.debug("Query Service connection dropped: %s", exc)
+    finally:
+        writer.close()
