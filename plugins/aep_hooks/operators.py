@@ -373,7 +373,13 @@ class AEPQueryOperator(AEPBaseOperator):
 
     .. seealso:: https://experienceleague.adobe.com/docs/experience-platform/query/api/queries.html
 
+    The SQL template sees, besides Airflow's context, ``dialect`` (``spark`` on AEP, ``postgres`` on
+    the emulator, from the connection) and ``tenant`` (the org's tenant id), so one template renders
+    for both Query Service back ends; ``sql_vars`` are merged into ``params`` (values known only at
+    run time, such as upstream outputs).
+
     :param sql: the SQL, or the path of a ``.sql`` template.
+    :param sql_vars: extra ``params`` for the template (a dict, or an upstream task's output).
     :param query_parameters: values for ``$name`` placeholders (async only).
     :param ctas_table: wrap the SELECT in a CTAS creating this table (async only).
     :param db_name: Query Service database (default ``{sandbox}:all``).
@@ -383,15 +389,16 @@ class AEPQueryOperator(AEPBaseOperator):
     :return: async ``{"query_id", "state", "rowCount", "dataset_id"}``; interactive ``{"rows", "rowCount"}``.
     """
 
-    template_fields: Sequence[str] = ("sql", "query_parameters", "ctas_table", "db_name")
+    template_fields: Sequence[str] = ("sql_vars", "sql", "query_parameters", "ctas_table", "db_name")
     template_ext: Sequence[str] = (".sql", ".json")
-    template_fields_renderers = {"sql": "sql", "query_parameters": "json"}
+    template_fields_renderers = {"sql": "sql", "query_parameters": "json", "sql_vars": "json"}
     operator_extra_links = (AEPQueryLink(), AEPDatasetLink())
 
     def __init__(
         self,
         *,
         sql: str,
+        sql_vars: dict[str, Any] | Any = None,
         query_parameters: dict[str, Any] | str | None = None,
         ctas_table: str | None = None,
         db_name: str | None = None,
@@ -406,6 +413,7 @@ class AEPQueryOperator(AEPBaseOperator):
         if mode == "interactive" and (ctas_table or query_parameters):
             raise ValueError("ctas_table and query_parameters need mode='async'")
         self.sql = sql
+        self.sql_vars = sql_vars
         self.query_parameters = query_parameters
         self.ctas_table = ctas_table
         self.db_name = db_name
@@ -413,6 +421,19 @@ class AEPQueryOperator(AEPBaseOperator):
         self.allow_empty = allow_empty
         self.max_rows = max_rows
         self.query_id: str | None = None
+
+    def render_template_fields(self, context: Context, jinja_env: Any = None) -> None:
+        """Render ``sql_vars`` first, then the other fields with it in ``params``, and ``dialect`` and ``tenant``."""
+        jinja_env = jinja_env or self.get_template_env()
+        self._do_render_template_fields(self, ("sql_vars",), context, jinja_env, set())
+        sql_context = {
+            **context,
+            "dialect": self.hook.settings.qs_dialect,
+            "tenant": self.hook.get_tenant_id(),
+            "params": {**(context.get("params") or {}), **(self.sql_vars or {})},
+        }
+        others = [f for f in self.template_fields if f != "sql_vars"]
+        self._do_render_template_fields(self, others, sql_context, jinja_env, set())
 
     def execute(self, context: Context) -> dict[str, Any]:
         if self.mode == "interactive":
