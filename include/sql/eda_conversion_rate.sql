@@ -1,0 +1,21 @@
+{#-
+  Share of active users who converted (params.conversion_event) in [params.start, params.end).
+  Users are counted with COUNT(DISTINCT userid), never by events (defect M5).
+-#}
+{% import 'macros/xdm.sql' as xdm with context %}
+WITH window_events AS (
+    SELECT {{ xdm.userid() }} AS userid, {{ xdm.event_type() }} AS event_type
+    FROM {{ params.events_table }}
+    WHERE {{ xdm.timestamp() }} >= {{ xdm.ts(params.start) }} AND {{ xdm.timestamp() }} < {{ xdm.ts(params.end) }}
+),
+counts AS (
+    SELECT
+        COUNT(DISTINCT userid) AS active_users,
+        COUNT(DISTINCT CASE WHEN event_type = '{{ params.conversion_event }}' THEN userid END) AS converted_users
+    FROM window_events
+)
+SELECT
+    active_users,
+    converted_users,
+    {{ xdm.to_double('converted_users') }} / NULLIF(active_users, 0) AS conversion_rate
+FROM counts

@@ -1,0 +1,28 @@
+{#-
+  Events and distinct users per eventType in [params.start, params.end), in funnel order
+  (params.event_types, the shared constants). Known types with no events show 0; types outside
+  the list show with a NULL funnel_position, so a misspelt or unexpected type is visible (defect M5).
+-#}
+{% import 'macros/xdm.sql' as xdm with context %}
+WITH known AS (
+{%- for event_type in params.event_types %}
+    SELECT '{{ event_type }}' AS event_type, {{ loop.index }} AS funnel_position{{ ' UNION ALL' if not loop.last }}
+{%- endfor %}
+),
+observed AS (
+    SELECT
+        {{ xdm.event_type() }} AS event_type,
+        COUNT(*) AS event_count,
+        COUNT(DISTINCT {{ xdm.userid() }}) AS user_count
+    FROM {{ params.events_table }}
+    WHERE {{ xdm.timestamp() }} >= {{ xdm.ts(params.start) }} AND {{ xdm.timestamp() }} < {{ xdm.ts(params.end) }}
+    GROUP BY {{ xdm.event_type() }}
+)
+SELECT
+    COALESCE(known.event_type, observed.event_type) AS event_type,
+    known.funnel_position,
+    COALESCE(observed.event_count, 0) AS event_count,
+    COALESCE(observed.user_count, 0) AS user_count
+FROM known
+FULL OUTER JOIN observed ON observed.event_type = known.event_type
+ORDER BY known.funnel_position, event_type
