@@ -119,7 +119,9 @@ class StackSettings:
                 "sandbox": aep.sandboxes[0],
                 "ims_url": f"{aep.base_url}/ims/token/v3",
                 "scopes": "openid,AdobeID,read_organizations",
+                # The emulator's wire endpoint speaks no TLS and runs PostgreSQL's SQL, not Spark's.
                 "qs_sslmode": "disable",
+                "qs_dialect": "postgres",
             },
         }
         aep_s3 = {
@@ -318,6 +320,31 @@ class EmulatorService(Service):
         self._spawn_and_wait([sys.executable, "-m", "aep_emulator"], env)
 
 
+AIRFLOW_DATABASE = "airflow"
+
+
+def airflow_settings(stack: StackSettings) -> dict[str, str]:
+    """``AIRFLOW__*`` settings for a local Airflow on this stack: its metadata in the stack's
+    PostgreSQL (database ``airflow``), the project's DAGs and plugins, loopback only, small pools."""
+    metadata = urlsplit(stack.aep.pg_dsn)._replace(scheme="postgresql+psycopg", path=f"/{AIRFLOW_DATABASE}")
+    return {
+        "AIRFLOW_HOME": str(stack.home / "airflow"),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT_ROOT / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(PROJECT_ROOT / "plugins"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        # Standalone forks `parallelism` workers up front; two cores need few.
+        "AIRFLOW__CORE__PARALLELISM": "4",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": metadata.geturl(),
+        "AIRFLOW__API__HOST": "127.0.0.1",
+        "AIRFLOW__API__PORT": os.environ.get("AIRFLOW__API__PORT", "8080"),
+        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "15",
+        "AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE": "True",
+        "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "True",
+    }
+
+
 class Stack:
     """The three services, in start order."""
 
@@ -345,5 +372,9 @@ class Stack:
 
     def env_lines(self) -> list[str]:
         """``export`` lines for ``eval "$(bin/stack env)"``."""
-        variables = {**self.settings.exports(), **self.settings.airflow_connections()}
+        variables = {
+            **self.settings.exports(),
+            **self.settings.airflow_connections(),
+            **airflow_settings(self.settings),
+        }
         return [f"export {name}={shlex.quote(value)}" for name, value in variables.items()]

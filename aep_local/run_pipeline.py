@@ -1,0 +1,105 @@
+"""``bin/run-pipeline``: run the propensity DAG for one date against the local stack and summarise it.
+
+Expects the stack's environment (``eval "$(bin/stack env)"``, which ``bin/run-pipeline`` does).
+The run goes through ``dag.test()``: every task runs in this process, deferrals included, with
+the metadata in the stack's PostgreSQL, so the run shows in the Airflow UI (``bin/airflow-ui``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections import defaultdict
+from datetime import UTC, date, datetime, time as dtime, timedelta
+
+DAG_ID = "aep_propensity_pipeline"
+STAGES = ("setup", "synthetic_data", "eda", "featurize", "export", "train", "score", "ingest_scores", "audiences",
+          "activate", "summary")
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="bin/run-pipeline", description=__doc__)
+    parser.add_argument("--date", type=date.fromisoformat, default=datetime.now(UTC).date(),
+                        help="as-of date YYYY-MM-DD (default: today, UTC)")
+    parser.add_argument("--profiles", type=int, default=100_000, help="synthetic population size (default 100000)")
+    parser.add_argument("--conf", type=json.loads, default={}, help='more DAG params as JSON, e.g. \'{"activate": false}\'')
+    parser.add_argument("--json", action="store_true", help="print the summary as JSON only")
+    return parser.parse_args(argv)
+
+
+def logical_date_for(as_of: date) -> datetime:
+    """The logical date of the scheduled run whose data interval ends on ``as_of`` (02:00 UTC)."""
+    return datetime.combine(as_of - timedelta(days=1), dtime(2, 0), tzinfo=UTC)
+
+
+def stage_timings(task_instances) -> dict[str, float]:
+    """Wall seconds per stage: first start to last end of the stage's task instances."""
+    spans: dict[str, list[datetime]] = defaultdict(list)
+    for ti in task_instances:
+        if ti.start_date and ti.end_date:
+            stage = ti.task_id.split(".", 1)[0]
+            spans[stage] += [ti.start_date, ti.end_date]
+    return {stage: round((max(spans[stage]) - min(spans[stage])).total_seconds(), 1) for stage in STAGES if stage in spans}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse_args(argv)
+    from aep_local import airflow_db
+    from aep_local.stack import StackSettings
+
+    airflow_db.prepare(StackSettings.from_env())
+
+    from airflow.dag_processing.dagbag import DagBag
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    dag = DagBag(read_dags_from_db=False).get_dag(DAG_ID)
+    conf = {"profile_count": args.profiles, **args.conf}
+    started = time.monotonic()
+    dag_run = dag.test(logical_date=logical_date_for(args.date), run_conf=conf)
+    wall = time.monotonic() - started
+    with create_session() as session:
+        tis = dag_run.get_task_instances(session=session)
+        failed = sorted(ti.task_id for ti in tis if ti.state in ("failed", "upstream_failed"))
+        summary = XComModel.get_many(
+            run_id=dag_run.run_id, dag_ids=DAG_ID, task_ids="summary", key="return_value", session=session
+        ).first()
+        summary_value = XComModel.deserialize_value(summary) if summary is not None else None
+    result = {
+        "dag_run": dag_run.run_id,
+        "state": str(dag_run.state),
+        "wall_seconds": round(wall, 1),
+        "stage_seconds": stage_timings(tis),
+        "failed_tasks": failed,
+        "summary": summary_value,
+    }
+    if args.json:
+        print(json.dumps(result, indent=2, default=str))
+    else:
+        _print_report(args.date, result)
+    return 0 if str(dag_run.state) == "success" else 1
+
+
+def _print_report(as_of: date, result: dict) -> None:
+    summary = result["summary"] or {}
+    print(f"\nAEP propensity pipeline, as of {as_of}: {result['state']} in {result['wall_seconds']} s "
+          f"(run {result['dag_run']})")
+    if result["failed_tasks"]:
+        print(f"  failed tasks: {', '.join(result['failed_tasks'])}")
+    print(f"  events ingested: {summary.get('events_ingested')} in {summary.get('event_batches')} batches")
+    print(f"  ROC AUC: {summary.get('roc_auc')} (ceiling {summary.get('ceiling_roc_auc')}, "
+          f"baseline {summary.get('baseline_roc_auc')})")
+    print(f"  scored profiles: {summary.get('scored_profiles')} (batch {summary.get('scores_batch')})")
+    for name, count in (summary.get("audiences") or {}).items():
+        print(f"  audience {name!r}: {count} profiles")
+    print(f"  model: {summary.get('model')}")
+    print(f"  artefacts: {summary.get('artifacts')}")
+    for path in summary.get("activation_files") or []:
+        print(f"  activation file: {path}")
+    print("  wall seconds per stage: " + ", ".join(f"{k} {v}" for k, v in result["stage_seconds"].items()))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
