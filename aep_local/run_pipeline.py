@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     from airflow.models.xcom import XComModel
     from airflow.utils.session import create_session
 
-    dag = DagBag(read_dags_from_db=False).get_dag(DAG_ID)
+    dag = DagBag().get_dag(DAG_ID)
     conf = {"profile_count": args.profiles, **args.conf}
     started = time.monotonic()
     dag_run = dag.test(logical_date=logical_date_for(args.date), run_conf=conf)

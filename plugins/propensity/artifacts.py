@@ -16,7 +16,8 @@ import pyarrow.parquet as pq
 
 
 def events_key(day: date) -> str:
-    return f"synthetic/events/dt={day.isoformat()}/events.parquet"
+    # The file name repeats the day: a history batch holds several days and needs distinct names.
+    return f"synthetic/events/dt={day.isoformat()}/events-{day.isoformat()}.parquet"
 
 
 def profiles_key(as_of: date) -> str:

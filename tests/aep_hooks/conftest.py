@@ -15,8 +15,8 @@ import pytest
 
 LOCAL_ORG = "LOCAL0000000000000000000@AdobeOrg"
 S3_ENDPOINT = os.environ.get("AEP_S3_ENDPOINT", "http://127.0.0.1:8333")
-S3_ACCESS_KEY = os.environ.get("AEP_S3_ACCESS_KEY", "aeplocal")
-S3_SECRET_KEY = os.environ.get("AEP_S3_SECRET_KEY", "aeplocalsecret")
+S3_ACCESS_KEY = os.environ.get("AEP_S3_ACCESS_KEY", "AEPLOCALSTACKKEY2345")
+S3_SECRET_KEY = os.environ.get("AEP_S3_SECRET_KEY", "aeplocalsecret0aeplocalsecret0aeplocal00")
 
 
 def aep_connection(

@@ -139,3 +139,23 @@ def table_rows(settings, sandbox: str, table: str, where: str = "TRUE") -> int:
     """Row count of a dataset table, read straight from PostgreSQL."""
     with psycopg.connect(settings.pg_dsn) as conn:
         return conn.execute(f"SELECT count(*) FROM {sandbox_schema(sandbox)}.{quote_ident(table)} WHERE {where}").fetchone()[0]
+
+
+def seed_schema(emu, sandbox: str, klass: str, title: str) -> str:
+    """Store a tenant schema of ``klass`` directly (for tests that seed tables by SQL); returns its ``$id``."""
+    from aep_emulator import xdm
+
+    schema_id = f"https://ns.adobe.com/{emu.settings.tenant_id}/schemas/{uuid.uuid4().hex}"
+    doc = {
+        "$id": schema_id,
+        "meta:altId": xdm.alt_id(schema_id),
+        "meta:class": klass,
+        "meta:containerId": "tenant",
+        "meta:resourceType": "schemas",
+        "title": title,
+        "type": "object",
+        "version": "1.0",
+        "meta:registryMetadata": xdm.registry_metadata(emu),
+    }
+    emu.store.insert(sandbox, xdm.SCHEMA_KIND, doc["meta:altId"], doc, name=title)
+    return schema_id

@@ -20,6 +20,7 @@ import pytest
 from aep_emulator import xdm
 from aep_emulator.db import sandbox_schema
 from aep_emulator.services import catalog
+from tests.emulator import seed_schema
 from tests.support.openapi import validate_response
 
 pytestmark = pytest.mark.integration
@@ -35,10 +36,7 @@ ROWS = 1234
 def seed_dataset(emu, sandbox: str, rows: int) -> dict:
     """An ExperienceEvent dataset whose table holds ``rows`` records and two batches' system columns."""
     table = f"export_{uuid.uuid4().hex[:10]}"
-    schema_id = f"https://ns.adobe.com/{emu.settings.tenant_id}/schemas/{table}"
-    emu.store.insert(sandbox, xdm.SCHEMA_KIND, xdm.alt_id(schema_id),
-                     {"$id": schema_id, "meta:altId": xdm.alt_id(schema_id), "meta:class": xdm.EXPERIENCE_EVENT,
-                      "title": table}, name=table)
+    schema_id = seed_schema(emu, sandbox, xdm.EXPERIENCE_EVENT, table)
     with emu.db.connection() as conn:
         conn.execute(
             f'CREATE TABLE {sandbox_schema(sandbox)}.{table} ("_acme.userid" text, "_acme.propensity" double precision,'

@@ -19,6 +19,7 @@ import pytest
 from aep_emulator import xdm
 from aep_emulator.db import quote_ident, sandbox_schema
 from aep_emulator.services import catalog
+from tests.emulator import seed_schema
 from tests.support.openapi import validate, validate_response
 
 pytestmark = pytest.mark.integration
@@ -34,10 +35,7 @@ def seed_profile_dataset(emu, sandbox: str, rows: list[tuple]) -> dict:
     :param rows: ``(userid, propensity, cohort, lastName, ingestTime)`` tuples.
     """
     suffix = uuid.uuid4().hex[:10]
-    schema_id = f"https://ns.adobe.com/{emu.settings.tenant_id}/schemas/{suffix}"
-    emu.store.insert(sandbox, xdm.SCHEMA_KIND, xdm.alt_id(schema_id),
-                     {"$id": schema_id, "meta:altId": xdm.alt_id(schema_id), "meta:class": xdm.PROFILE,
-                      "title": f"scores {suffix}"}, name=f"scores {suffix}")
+    schema_id = seed_schema(emu, sandbox, xdm.PROFILE, f"scores {suffix}")
     emu.store.insert(sandbox, "descriptor", suffix, {
         "@id": suffix, "@type": "xdm:descriptorIdentity", "xdm:sourceSchema": schema_id, "xdm:sourceVersion": 1,
         "xdm:sourceProperty": "/_acme/userid", "xdm:namespace": "ECID", "xdm:property": "xdm:code",
