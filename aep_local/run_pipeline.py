@@ -12,7 +12,7 @@ import json
 import sys
 import time
 from collections import defaultdict
-from datetime import UTC, date, datetime, time as dtime, timedelta
+from datetime import UTC, date, datetime, time as dtime
 
 DAG_ID = "aep_propensity_pipeline"
 STAGES = ("setup", "synthetic_data", "eda", "featurize", "export", "train", "score", "ingest_scores", "audiences",
@@ -30,8 +30,8 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def logical_date_for(as_of: date) -> datetime:
-    """The logical date of the scheduled run whose data interval ends on ``as_of`` (02:00 UTC)."""
-    return datetime.combine(as_of - timedelta(days=1), dtime(2, 0), tzinfo=UTC)
+    """The run's logical date: ``as_of`` at the schedule's 02:00 UTC (one run per date)."""
+    return datetime.combine(as_of, dtime(2, 0), tzinfo=UTC)
 
 
 def stage_timings(task_instances) -> dict[str, float]:
@@ -56,15 +56,16 @@ def main(argv: list[str] | None = None) -> int:
     from airflow.utils.session import create_session
 
     dag = DagBag().get_dag(DAG_ID)
-    conf = {"profile_count": args.profiles, **args.conf}
+    # A manual run's data interval depends on how it is triggered: name the date explicitly.
+    conf = {"as_of_date": args.date.isoformat(), "profile_count": args.profiles, **args.conf}
     started = time.monotonic()
     dag_run = dag.test(logical_date=logical_date_for(args.date), run_conf=conf)
     wall = time.monotonic() - started
     with create_session() as session:
         tis = dag_run.get_task_instances(session=session)
         failed = sorted(ti.task_id for ti in tis if ti.state in ("failed", "upstream_failed"))
-        summary = XComModel.get_many(
-            run_id=dag_run.run_id, dag_ids=DAG_ID, task_ids="summary", key="return_value", session=session
+        summary = session.scalars(
+            XComModel.get_many(run_id=dag_run.run_id, dag_ids=DAG_ID, task_ids="summary", key="return_value")
         ).first()
         summary_value = XComModel.deserialize_value(summary) if summary is not None else None
     result = {

@@ -49,11 +49,6 @@ AEP_POOL = "aep_api"
 AEP_TASK_ARGS = {"pool": AEP_POOL, "poll_interval": 5.0, "timeout": timedelta(hours=2)}
 
 
-def plan_value(key: str) -> str:
-    """A template that renders one value of the run plan (``setup.plan``'s output) as a native object."""
-    return "{{ ti.xcom_pull(task_ids='setup.plan')['%s'] }}" % key
-
-
 with DAG(
     dag_id=DAG_ID,
     description="Subscription propensity on AEP: ingest, featurize, train, score, write back, target",
@@ -64,7 +59,6 @@ with DAG(
     max_active_runs=1,
     max_consecutive_failed_dag_runs=3,
     template_searchpath=[str(SQL_DIR)],
-    render_template_as_native_obj=True,
     tags=["aep", "propensity", "ml"],
     default_args={
         "owner": "propensity-platform",
@@ -82,7 +76,8 @@ with DAG(
         )
         ensure_scores = AEPEnsureDatasetOperator(task_id="ensure_scores_dataset", spec=pipeline.SCORES_DATASET, **AEP_TASK_ARGS)
 
-        @task
+        # multiple_outputs: each plan entry is its own XCom, so tasks take exactly the values they need.
+        @task(multiple_outputs=True)
         def plan(events: dict, profiles: dict, scores: dict) -> dict:
             """The run's as-of date, cut-offs, table and object names: one place, one XCom."""
             return pipeline.plan_run(get_current_context(), events=events, profiles=profiles, scores=scores)
@@ -104,17 +99,17 @@ with DAG(
         event_batches = generate_events(run_plan)
         ingest_events = AEPBatchIngestOperator.partial(
             task_id="ingest_events",
-            dataset_id=plan_value("events_dataset_id"),
-            s3_bucket=plan_value("artifact_bucket"),
+            dataset_id=run_plan["events_dataset_id"],
+            s3_bucket=run_plan["artifact_bucket"],
             max_active_tis_per_dagrun=2,
             **AEP_TASK_ARGS,
         ).expand_kwargs(event_batches)
         ingest_profiles = AEPBatchIngestOperator(
             task_id="ingest_profiles",
-            dataset_id=plan_value("profiles_dataset_id"),
-            s3_bucket=plan_value("artifact_bucket"),
+            dataset_id=run_plan["profiles_dataset_id"],
+            s3_bucket=run_plan["artifact_bucket"],
             s3_keys=generate_profiles(run_plan),
-            as_of_date=plan_value("as_of"),
+            as_of_date=run_plan["as_of"],
             **AEP_TASK_ARGS,
         )
 
@@ -123,7 +118,7 @@ with DAG(
             name: AEPQueryOperator(
                 task_id=name,
                 sql=f"eda_{name}.sql",
-                sql_vars=plan_value("eda_vars"),
+                sql_vars=run_plan["eda_vars"],
                 mode="interactive",
                 trigger_rule="none_failed",
                 **AEP_TASK_ARGS,
@@ -142,14 +137,14 @@ with DAG(
         featurize_training = AEPQueryOperator(
             task_id="training_set",
             sql="featurize.sql",
-            sql_vars=plan_value("training_features"),
+            sql_vars=run_plan["training_features"],
             trigger_rule="none_failed",
             **AEP_TASK_ARGS,
         )
         featurize_scoring = AEPQueryOperator(
             task_id="scoring_set",
             sql="featurize.sql",
-            sql_vars=plan_value("scoring_features"),
+            sql_vars=run_plan["scoring_features"],
             trigger_rule="none_failed",
             **AEP_TASK_ARGS,
         )
@@ -158,16 +153,16 @@ with DAG(
         export_training = AEPDatasetExportOperator(
             task_id="training_set",
             dataset_id="{{ ti.xcom_pull(task_ids='featurize.training_set')['dataset_id'] }}",
-            flow_name=plan_value("training_export_flow"),
-            s3_bucket=plan_value("destination_bucket"),
+            flow_name=run_plan["training_export_flow"],
+            s3_bucket=run_plan["destination_bucket"],
             s3_path=pipeline.EXPORT_PATH,
             **AEP_TASK_ARGS,
         )
         export_scoring = AEPDatasetExportOperator(
             task_id="scoring_set",
             dataset_id="{{ ti.xcom_pull(task_ids='featurize.scoring_set')['dataset_id'] }}",
-            flow_name=plan_value("scoring_export_flow"),
-            s3_bucket=plan_value("destination_bucket"),
+            flow_name=run_plan["scoring_export_flow"],
+            s3_bucket=run_plan["destination_bucket"],
             s3_path=pipeline.EXPORT_PATH,
             **AEP_TASK_ARGS,
         )
@@ -193,10 +188,10 @@ with DAG(
     with TaskGroup("ingest_scores", tooltip="Scores into the Profile-enabled scores dataset") as ingest_scores:
         ingest_score_batch = AEPBatchIngestOperator(
             task_id="scores_batch",
-            dataset_id=plan_value("scores_dataset_id"),
-            s3_bucket=plan_value("artifact_bucket"),
+            dataset_id=run_plan["scores_dataset_id"],
+            s3_bucket=run_plan["artifact_bucket"],
             s3_keys=scores_keys,
-            as_of_date=plan_value("as_of"),
+            as_of_date=run_plan["as_of"],
             **AEP_TASK_ARGS,
         )
 
@@ -225,10 +220,10 @@ with DAG(
         activate_audiences = AEPActivateAudiencesOperator(
             task_id="s3_destination",
             audience_ids=audience_ids(evaluate_audiences.output),
-            destination_name=plan_value("activation_destination"),
-            s3_bucket=plan_value("destination_bucket"),
+            destination_name=run_plan["activation_destination"],
+            s3_bucket=run_plan["destination_bucket"],
             s3_path=pipeline.ACTIVATION_PATH,
-            schedule_start_date=plan_value("as_of"),
+            schedule_start_date=run_plan["as_of"],
             **AEP_TASK_ARGS,
         )
         activation_enabled() >> activate_audiences

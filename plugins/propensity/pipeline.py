@@ -192,13 +192,14 @@ def _skip_unless_synthetic(context: dict) -> None:
         raise AirflowSkipException("synthetic_data is off: events come from the org's own sources")
 
 
-def _population(s3, run: dict, params: dict) -> simulation.Population:
-    """The synthetic population of this events dataset: the same profiles on every run.
+def _population(s3, run: dict, params: dict) -> tuple[simulation.Population, date]:
+    """The synthetic population of this events dataset, and the first day after its seeded history.
 
-    Its first day is fixed by the first run (the start of the seeded history) and kept in S3 next
-    to the generated data, keyed by the events dataset, so later runs extend the same timeline.
+    The first run fixes both (its history starts ``history_days`` before its as-of date) and keeps
+    them in S3, keyed by the events dataset, so every later run extends the same timeline.
     """
     from propensity import simulation  # heavy: imported at run time, not at DAG parse
+
     key = f"synthetic/{run['events_dataset_id']}/population.json"
     wanted = {"seed": int(params["seed"]), "size": int(params["profile_count"])}
     if artifacts.object_exists(s3, run["artifact_bucket"], key):
@@ -206,14 +207,16 @@ def _population(s3, run: dict, params: dict) -> simulation.Population:
         if {k: stored[k] for k in wanted} != wanted:
             raise ValueError(
                 f"events dataset {run['events_dataset_id']} was seeded with seed={stored['seed']} and "
-                f"profile_count={stored['size']}, not {wanted}: run with those params, or reset the local "
-                "stack (bin/stack down --wipe) to start a new population"
+                f"profile_count={stored['size']}, not {wanted}: run with those params, or wipe the local "
+                "stack's data (bin/stack down; rm -r .local) to start a new population"
             )
-        start = date.fromisoformat(stored["start"])
     else:
-        start = date.fromisoformat(run["as_of"]) - timedelta(days=int(params["history_days"]))
-        artifacts.write_json(s3, run["artifact_bucket"], key, {**wanted, "start": start.isoformat()})
-    return simulation.make_population(wanted["seed"], wanted["size"], start)
+        as_of = date.fromisoformat(run["as_of"])
+        stored = {**wanted, "start": (as_of - timedelta(days=int(params["history_days"]))).isoformat(),
+                  "history_end": as_of.isoformat()}
+        artifacts.write_json(s3, run["artifact_bucket"], key, stored)
+    population = simulation.make_population(wanted["seed"], wanted["size"], date.fromisoformat(stored["start"]))
+    return population, date.fromisoformat(stored["history_end"])
 
 
 def _ensure_bucket(s3, bucket: str) -> None:
@@ -221,40 +224,60 @@ def _ensure_bucket(s3, bucket: str) -> None:
         s3.create_bucket(Bucket=bucket)
 
 
-def generate_events(context: dict, run: dict) -> list[dict]:
-    """Write the day's events (ten weeks on a first run) to S3; one ``{as_of_date, s3_keys}`` per batch.
+def event_batches(start: date, history_end: date, as_of: date) -> list[list[date]]:
+    """The days of each events batch a run at ``as_of`` is responsible for, in order.
 
-    A batch's ``as_of_date`` is its identity: a rerun of the same day replays that day's batch.
+    The seeded history ``[start, history_end - 1)`` is cut into weekly batches; every day from
+    ``history_end - 1`` on is a batch of its own, ingested by the run the day after. So a day always
+    belongs to the same batch, and a rerun of a date replays exactly that date's batch.
+
+    :param start: the population's first day.
+    :param history_end: the as-of date of the run that seeded the history.
+    :param as_of: this run's as-of date.
+    """
+    last_history_day = history_end - timedelta(days=2)
+    history = [start + timedelta(days=i) for i in range((last_history_day - start).days + 1)]
+    batches = [history[i : i + HISTORY_BATCH_DAYS] for i in range(0, len(history), HISTORY_BATCH_DAYS)]
+    event_day = as_of - timedelta(days=1)
+    if event_day > last_history_day:
+        batches.append([event_day])
+    return batches
+
+
+def batch_key(days: list[date]) -> str:
+    """The batch identity (``as_of_date`` of the ingest task) of a run of days."""
+    return days[0].isoformat() if len(days) == 1 else f"{days[0]}..{days[-1]}"
+
+
+def generate_events(context: dict, run: dict) -> list[dict]:
+    """Write the events of each batch this run must ingest to S3; one ``{as_of_date, s3_keys}`` per batch.
+
+    The run's own day is always (re)ingested, so a rerun replays it; a history batch only while it
+    has no successful batch yet (a first run that failed half-way is completed by its rerun).
 
     :param context: the task context.
     :param run: the run plan.
     """
     from propensity import simulation  # heavy: imported at run time, not at DAG parse
+
     _skip_unless_synthetic(context)
     params, s3, bucket = context["params"], _s3(), run["artifact_bucket"]
     _ensure_bucket(s3, bucket)
-    population = _population(s3, run, params)
+    population, history_end = _population(s3, run, params)
     as_of = date.fromisoformat(run["as_of"])
-    seeded = bool(_aep().find_batches(dataSet=run["events_dataset_id"], status="success", limit=1))
-    days = [as_of - timedelta(days=1)] if seeded else simulation.history_days(as_of, int(params["history_days"]))
-    days = [day for day in days if day >= population.start]
+    ingested = {
+        (doc.get("tags") or {}).get("airflow_as_of_date", [None])[0]
+        for doc in _aep().find_batches(dataSet=run["events_dataset_id"], status="success").values()
+    }
+    planned = event_batches(population.start, history_end, as_of)
+    todo = [days for days in planned if days == planned[-1] or batch_key(days) not in ingested]
     rows = 0
-    for day in days:
+    for day in (day for days in todo for day in days):
         table = simulation.simulate_day(population, day, tenant=run["tenant"])
         artifacts.write_parquet(s3, bucket, artifacts.events_key(day), table)
         rows += table.num_rows
-    log.info("stage=synthetic_data as_of=%s days=%s rows=%s seeded_before=%s", as_of, len(days), rows, seeded)
-    # The last day is a batch of its own so the daily run of the next date never overlaps a history batch.
-    history, last = days[:-1], days[-1:]
-    chunks = [history[i : i + HISTORY_BATCH_DAYS] for i in range(0, len(history), HISTORY_BATCH_DAYS)] + [last]
-    return [
-        {
-            "as_of_date": chunk[0].isoformat() if len(chunk) == 1 else f"{chunk[0]}..{chunk[-1]}",
-            "s3_keys": [artifacts.events_key(day) for day in chunk],
-        }
-        for chunk in chunks
-        if chunk
-    ]
+    log.info("stage=synthetic_data as_of=%s batches=%s rows=%s", as_of, [batch_key(d) for d in todo], rows)
+    return [{"as_of_date": batch_key(days), "s3_keys": [artifacts.events_key(day) for day in days]} for days in todo]
 
 
 def generate_profiles(context: dict, run: dict) -> list[str]:
@@ -267,7 +290,7 @@ def generate_profiles(context: dict, run: dict) -> list[str]:
     _skip_unless_synthetic(context)
     params, s3, bucket = context["params"], _s3(), run["artifact_bucket"]
     _ensure_bucket(s3, bucket)
-    population = _population(s3, run, params)
+    population, _ = _population(s3, run, params)
     as_of, tenant = date.fromisoformat(run["as_of"]), run["tenant"]
     truth = simulation.profiles_table(
         population, as_of=date.fromisoformat(run["train_cutoff"]), label_window_days=int(params["label_window_days"])
