@@ -198,12 +198,12 @@ with DAG(
     with TaskGroup("audiences", tooltip="Score-tier audiences, upserted and evaluated") as audiences:
 
         @task
-        def audience_definitions(run: dict) -> list[dict]:
-            """Audiences from the run's score thresholds (DAG params)."""
-            return pipeline.audience_definitions(get_current_context(), run)
+        def audience_definitions(run: dict, scores: list[str]) -> list[dict]:
+            """Audiences from the run's score tiers (DAG params) and score distribution."""
+            return pipeline.audience_definitions(get_current_context(), run, scores)
 
         evaluate_audiences = AEPAudienceOperator(
-            task_id="evaluate", audiences=audience_definitions(run_plan), **AEP_TASK_ARGS
+            task_id="evaluate", audiences=audience_definitions(run_plan, scores_keys), **AEP_TASK_ARGS
         )
 
     with TaskGroup("activate", tooltip="Audiences to the S3 destination") as activate:

@@ -30,6 +30,7 @@ from aep_hooks.exceptions import AEPApiError, AEPTerminalStateError
 from aep_hooks.hooks import AEPHook, AEPQueryServiceHook
 from aep_hooks.links import AEPAudienceLink, AEPBaseLink, AEPBatchLink, AEPDatasetLink, AEPFlowRunLink, AEPQueryLink
 from aep_hooks.triggers import (
+    poll_waits,
     AEPJobTrigger,
     BatchStatusTrigger,
     FlowRunTrigger,
@@ -137,6 +138,7 @@ class AEPBaseOperator(BaseOperator):
             if method_kwargs and state is not None:
                 state.set("defer_kwargs", method_kwargs)
             self.defer(trigger=trigger, method_name="execute_complete", kwargs=method_kwargs, timeout=self.timeout)
+        waits = poll_waits(self.poll_interval)
         while True:
             doc = fetch(resource_id)
             status, state = trigger.classify(doc)
@@ -146,8 +148,9 @@ class AEPBaseOperator(BaseOperator):
             if time.time() >= trigger.end_time:
                 event = {"status": "timeout", "id": resource_id, "state": state, "errors": []}
                 break
-            self.log.info("AEP %s %s in state %s, sleeping %s s", trigger.kind, resource_id, state, self.poll_interval)
-            time.sleep(self.poll_interval)
+            wait = min(next(waits), trigger.end_time - time.time())
+            self.log.info("AEP %s %s in state %s, sleeping %s s", trigger.kind, resource_id, state, wait)
+            time.sleep(wait)
         return self.execute_complete(context, event, **(method_kwargs or {}))
 
     def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Context) -> Any:

@@ -2,7 +2,7 @@
 Triggers that wait for AEP jobs: Query Service queries, ingestion batches, flow runs and segment jobs.
 
 Each trigger only reads the job's status (no side effects, so it is safe to run more than once),
-polls every ``poll_interval`` seconds until ``end_time`` and yields exactly one event::
+polls (1 s, then doubling up to ``poll_interval`` seconds) until ``end_time`` and yields exactly one event::
 
     {"status": "success" | "error" | "timeout", "id": ..., "state": ..., "errors": [...],
      "message": ..., "result": {...}}
@@ -16,7 +16,7 @@ import asyncio
 import logging
 import time
 from abc import abstractmethod
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +36,24 @@ from aep_hooks.hooks import (
 log = logging.getLogger(__name__)
 
 RUNNING, SUCCESS, ERROR = "running", "success", "error"
+
+
+FIRST_POLL_S = 1.0
+"""First wait between status reads; each next wait doubles, up to ``poll_interval``."""
+
+
+def poll_waits(poll_interval: float) -> Iterator[float]:
+    """Waits between status reads: 1 s, 2 s, 4 s... capped at ``poll_interval``.
+
+    Short jobs (a small batch, an emulator) finish after a read or two; long AEP jobs are polled
+    at ``poll_interval`` after the first minute or so.
+
+    :param poll_interval: the longest wait.
+    """
+    wait = min(FIRST_POLL_S, poll_interval)
+    while True:
+        yield wait
+        wait = min(wait * 2, poll_interval)
 
 
 @dataclass(frozen=True)
@@ -220,6 +238,7 @@ class AEPJobTrigger(BaseTrigger):
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         hook = self.get_async_hook()
+        waits = poll_waits(self.poll_interval)
         while True:
             try:
                 doc = await self.fetch(hook)
@@ -236,7 +255,7 @@ class AEPJobTrigger(BaseTrigger):
                 message = f"AEP {self.kind} {self.resource_id} still in state {state} at the deadline"
                 yield self._event("timeout", state, message, [], {})
                 return
-            sleep_for = min(self.poll_interval, remaining)
+            sleep_for = min(next(waits), remaining)
             self.log.info("AEP %s %s in state %s, sleeping %s s", self.kind, self.resource_id, state, sleep_for)
             await asyncio.sleep(sleep_for)
 

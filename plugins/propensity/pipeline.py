@@ -12,6 +12,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from propensity import artifacts
@@ -101,14 +102,15 @@ def dag_params(param: type) -> dict[str, Any]:
         "seed": param(42, type="integer", title="Simulation seed"),
         "history_days": param(REFERENCE_DAYS, type="integer", minimum=14, maximum=365,
                               description="Days of events seeded when the events dataset is empty."),
-        "label_window_days": param(14, type="integer", minimum=1, maximum=90,
+        "label_window_days": param(28, type="integer", minimum=1, maximum=90,
                                    description="A user is positive when they convert within this many days of the cut-off."),
         "min_auc": param(0.7, type="number", minimum=0.5, maximum=1.0,
                          description="Quality gate: the run fails when the holdout ROC AUC is lower."),
         "force_retrain": param(False, type="boolean",
                                description="Retrain even when this date already has a model."),
-        "audience_thresholds": param({"high": 0.5, "medium": 0.2}, type="object", title="Audience thresholds",
-                                     description="Propensity floor of each audience tier; a tier ends where the next higher one starts."),
+        "audience_tiers": param({"high": 0.1, "medium": 0.3}, type="object", title="Audience tiers",
+                                description="Each tier's reach as a cumulative share of the top-scored profiles: "
+                                            "high = top 10 %, medium = the next 20 %."),
         "activate": param(True, type="boolean", description="Activate the audiences to the S3 destination."),
         "artifact_bucket": param("aep-propensity", type="string", description="S3 bucket for models, scores and reports."),
         "destination_bucket": param("aep-destination", type="string",
@@ -426,28 +428,40 @@ def score(context: dict, run: dict, scoring_export: dict, trained: dict) -> list
     return [key]
 
 
-def audience_definitions(context: dict, run: dict) -> list[dict[str, str]]:
-    """One audience per score tier: ``[floor, next tier's floor)``, the top tier up to 1.
+def audience_definitions(context: dict, run: dict, scores_keys: list[str]) -> list[dict[str, str]]:
+    """One audience per score tier, with propensity floors read off this run's score distribution.
+
+    ``audience_tiers`` maps a tier to the cumulative share of top-scored profiles it reaches down
+    to (``{"high": 0.1, "medium": 0.3}``: the top 10 %, then the next 20 %). The floors are logged
+    in each audience's PQL and description, so every run's cut-offs are on record (defect M12).
 
     :param context: the task context.
     :param run: the run plan.
+    :param scores_keys: the score files (``score`` output).
     """
-    thresholds = sorted(context["params"]["audience_thresholds"].items(), key=lambda item: -float(item[1]))
-    if not thresholds:
-        raise ValueError("audience_thresholds is empty: give at least one tier, e.g. {\"high\": 0.5}")
+    tiers = sorted(context["params"]["audience_tiers"].items(), key=lambda item: float(item[1]))
+    if not tiers:
+        raise ValueError('audience_tiers is empty: give at least one tier, e.g. {"high": 0.1}')
+    for tier, share in tiers:
+        if not 0.0 < float(share) <= 1.0:
+            raise ValueError(f"audience_tiers[{tier!r}] = {share} is not a share of profiles in (0, 1]")
+    s3 = _s3()
+    propensity = pa.concat_tables(
+        [artifacts.read_parquet(s3, run["artifact_bucket"], key) for key in scores_keys]
+    )[f"_{run['tenant']}"].combine_chunks().field("propensity")
     field = f"_{run['tenant']}.propensity"
-    audiences, ceiling = [], None
-    for tier, floor in thresholds:
-        floor = float(floor)
-        if not 0.0 <= floor <= 1.0:
-            raise ValueError(f"audience threshold {tier}={floor} is outside [0, 1]")
-        upper = f"{field} < {ceiling}" if ceiling is not None else f"{field} <= 1"
+    audiences, upper = [], None
+    for tier, share in tiers:
+        floor = round(float(pc.quantile(propensity, q=1.0 - float(share))[0].as_py()), 6)
+        below = f"{field} < {upper}" if upper is not None else f"{field} <= 1"
         audiences.append({
             "name": f"Propensity to subscribe: {tier}",
-            "pql": f"{field} >= {floor} and {upper}",
-            "description": f"Profiles whose latest propensity score is in [{floor}, {ceiling or 1}] (tier {tier}).",
+            "pql": f"{field} >= {floor} and {below}",
+            "description": f"Top {float(share):.0%} of profiles by propensity as of {run['as_of']} "
+                           f"(propensity in [{floor}, {upper if upper is not None else 1}]).",
         })
-        ceiling = floor
+        upper = floor
+    log.info("stage=audiences as_of=%s tiers=%s", run["as_of"], [a["pql"] for a in audiences])
     return audiences
 
 

@@ -121,7 +121,8 @@ class TestRun:
             "result": result,
         }
         assert get_json.call_args_list == [mock.call(path)] * (len(running) + 1)
-        assert sleep.call_args_list == [mock.call(POLL)] * len(running)
+        # Polls back off from 1 s, doubling, up to the poll interval.
+        assert sleep.call_args_list == [mock.call(w) for w in [1.0, 2.0, 4.0, 8.0, POLL, POLL][: len(running)]]
 
     @pytest.mark.asyncio
     @pytest.mark.parametrize(
@@ -221,7 +222,7 @@ class TestRun:
 
         assert [e.payload["status"] for e in events] == ["success"]
         assert get_json.call_count == 2
-        sleep.assert_called_once_with(POLL)
+        sleep.assert_called_once_with(1.0)  # the first, shortest wait of the back-off
         assert "unknown state 'REFRESHING'" in caplog.text
 
     @pytest.mark.asyncio
