@@ -31,8 +31,10 @@ class Settings:
     )
     # S3-compatible storage: batch files, dataset exports, activation files.
     s3_endpoint: str = field(default_factory=lambda: _env("AEP_S3_ENDPOINT", "http://127.0.0.1:8333"))
-    s3_access_key: str = field(default_factory=lambda: _env("AEP_S3_ACCESS_KEY", "aeplocal"))
-    s3_secret_key: str = field(default_factory=lambda: _env("AEP_S3_SECRET_KEY", "aeplocalsecret"))
+    # AWS-shaped keys: AEP's S3 destination connections validate the key format, and the local
+    # pipeline hands the same keys to the emulator's S3 destination.
+    s3_access_key: str = field(default_factory=lambda: _env("AEP_S3_ACCESS_KEY", "AEPLOCALSTACKKEY2345"))
+    s3_secret_key: str = field(default_factory=lambda: _env("AEP_S3_SECRET_KEY", "aeplocalsecret0aeplocalsecret0aeplocal00"))
     s3_region: str = field(default_factory=lambda: _env("AEP_S3_REGION", "us-east-1"))
     # Bucket where the emulator keeps uploaded batch files (AEP's own staging area).
     staging_bucket: str = field(default_factory=lambda: _env("AEP_STAGING_BUCKET", "aep-staging"))

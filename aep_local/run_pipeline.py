@@ -43,43 +43,58 @@ def stage_timings(task_instances) -> dict[str, float]:
     return {stage: round(seconds[stage], 1) for stage in STAGES if stage in seconds}
 
 
+def task_output(dag_run_id: str, task_id: str):
+    """A task's return value in a finished run (None when it returned nothing)."""
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        row = session.scalars(
+            XComModel.get_many(run_id=dag_run_id, dag_ids=DAG_ID, task_ids=task_id, key="return_value")
+        ).first()
+        return XComModel.deserialize_value(row) if row is not None else None
+
+
+def run_for_date(as_of: date, conf: dict) -> dict:
+    """Run the DAG for ``as_of`` with ``dag.test()``; return its state, stage timings and summary.
+
+    :param as_of: the as-of date.
+    :param conf: DAG params for the run (``as_of_date`` is set from ``as_of``).
+    """
+    from airflow.dag_processing.dagbag import DagBag
+    from airflow.utils.session import create_session
+
+    dag = DagBag().get_dag(DAG_ID)
+    started = time.monotonic()
+    # A manual run's data interval depends on how it is triggered: name the date explicitly.
+    dag_run = dag.test(logical_date=logical_date_for(as_of), run_conf={**conf, "as_of_date": as_of.isoformat()})
+    wall = time.monotonic() - started
+    with create_session() as session:
+        tis = dag_run.get_task_instances(session=session)
+        failed = sorted(ti.task_id for ti in tis if ti.state in ("failed", "upstream_failed"))
+        timings = stage_timings(tis)
+    return {
+        "dag_run": dag_run.run_id,
+        "state": str(dag_run.state),
+        "wall_seconds": round(wall, 1),
+        "stage_seconds": timings,
+        "failed_tasks": failed,
+        "summary": task_output(dag_run.run_id, "summary"),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
     from aep_local import airflow_db
     from aep_local.stack import StackSettings
 
     airflow_db.prepare(StackSettings.from_env())
-
-    from airflow.dag_processing.dagbag import DagBag
-    from airflow.models.xcom import XComModel
-    from airflow.utils.session import create_session
-
-    dag = DagBag().get_dag(DAG_ID)
-    # A manual run's data interval depends on how it is triggered: name the date explicitly.
-    conf = {"as_of_date": args.date.isoformat(), "profile_count": args.profiles, **args.conf}
-    started = time.monotonic()
-    dag_run = dag.test(logical_date=logical_date_for(args.date), run_conf=conf)
-    wall = time.monotonic() - started
-    with create_session() as session:
-        tis = dag_run.get_task_instances(session=session)
-        failed = sorted(ti.task_id for ti in tis if ti.state in ("failed", "upstream_failed"))
-        summary = session.scalars(
-            XComModel.get_many(run_id=dag_run.run_id, dag_ids=DAG_ID, task_ids="summary", key="return_value")
-        ).first()
-        summary_value = XComModel.deserialize_value(summary) if summary is not None else None
-    result = {
-        "dag_run": dag_run.run_id,
-        "state": str(dag_run.state),
-        "wall_seconds": round(wall, 1),
-        "stage_seconds": stage_timings(tis),
-        "failed_tasks": failed,
-        "summary": summary_value,
-    }
+    result = run_for_date(args.date, {"profile_count": args.profiles, **args.conf})
     if args.json:
         print(json.dumps(result, indent=2, default=str))
     else:
         _print_report(args.date, result)
-    return 0 if str(dag_run.state) == "success" else 1
+    return 0 if result["state"] == "success" else 1
 
 
 def _print_report(as_of: date, result: dict) -> None:

@@ -107,37 +107,45 @@ class StackSettings:
         }
 
     def airflow_connections(self) -> dict[str, str]:
-        """``AIRFLOW_CONN_*`` JSON for the provider's ``aep_default`` and the ``aep_s3`` connection."""
-        aep = self.aep
-        aep_default = {
-            "conn_type": "aep",
-            "host": aep.base_url,
-            "login": aep.client_id,
-            "password": aep.client_secret,
-            "extra": {
-                "org_id": aep.org_id,
-                "sandbox": aep.sandboxes[0],
-                "ims_url": f"{aep.base_url}/ims/token/v3",
-                "scopes": "openid,AdobeID,read_organizations",
-                # The emulator's wire endpoint speaks no TLS and runs PostgreSQL's SQL, not Spark's.
-                "qs_sslmode": "disable",
-                "qs_dialect": "postgres",
-            },
-        }
-        aep_s3 = {
-            "conn_type": "aws",
-            "login": aep.s3_access_key,
-            "password": aep.s3_secret_key,
-            "extra": {
-                "endpoint_url": aep.s3_endpoint,
-                "region_name": aep.s3_region,
-                "config_kwargs": {"s3": {"addressing_style": "path"}},
-            },
-        }
-        return {
-            "AIRFLOW_CONN_AEP_DEFAULT": json.dumps(aep_default, separators=(",", ":")),
-            "AIRFLOW_CONN_AEP_S3": json.dumps(aep_s3, separators=(",", ":")),
-        }
+        """``AIRFLOW_CONN_*`` for the stack's emulator and S3 (first sandbox)."""
+        return airflow_connections(self.aep, self.aep.sandboxes[0])
+
+
+def airflow_connections(aep: Settings, sandbox: str) -> dict[str, str]:
+    """``AIRFLOW_CONN_*`` JSON for the provider's ``aep_default`` and the ``aep_s3`` connection.
+
+    :param aep: the emulator's settings (URL, credentials, S3).
+    :param sandbox: the sandbox the ``aep_default`` connection works in.
+    """
+    aep_default = {
+        "conn_type": "aep",
+        "host": aep.base_url,
+        "login": aep.client_id,
+        "password": aep.client_secret,
+        "extra": {
+            "org_id": aep.org_id,
+            "sandbox": sandbox,
+            "ims_url": f"{aep.base_url}/ims/token/v3",
+            "scopes": "openid,AdobeID,read_organizations",
+            # The emulator's wire endpoint speaks no TLS and runs PostgreSQL's SQL, not Spark's.
+            "qs_sslmode": "disable",
+            "qs_dialect": "postgres",
+        },
+    }
+    aep_s3 = {
+        "conn_type": "aws",
+        "login": aep.s3_access_key,
+        "password": aep.s3_secret_key,
+        "extra": {
+            "endpoint_url": aep.s3_endpoint,
+            "region_name": aep.s3_region,
+            "config_kwargs": {"s3": {"addressing_style": "path"}},
+        },
+    }
+    return {
+        "AIRFLOW_CONN_AEP_DEFAULT": json.dumps(aep_default, separators=(",", ":")),
+        "AIRFLOW_CONN_AEP_S3": json.dumps(aep_s3, separators=(",", ":")),
+    }
 
 
 @dataclass(frozen=True)

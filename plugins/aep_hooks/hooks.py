@@ -856,6 +856,18 @@ class AEPHook(AEPBaseHook):
         """
         return first_item(self.get_json(f"{FLOW_SERVICE}/flows/{flow_id}"), f"flow {flow_id}")
 
+    def delete_flow(self, flow_id: str) -> None:
+        """
+        Delete a flow (idempotent: a retry after a lost answer finds it gone, which is the goal).
+
+        :param flow_id: the flow id.
+        """
+        try:
+            self.request("DELETE", f"{FLOW_SERVICE}/flows/{flow_id}")
+        except AEPApiError as err:
+            if err.status != 404:
+                raise
+
     def patch_flow(self, flow_id: str, ops: list[dict]) -> dict:
         """
         Apply a JSON Patch to a flow, guarded by its current ``etag`` (``If-Match``).

@@ -894,6 +894,12 @@ class AEPDatasetExportOperator(_AEPFlowOperator):
             },
         )
         target_id = self.ensure_s3_target(self.flow_name, {"compression": "GZIP", "datasetFileType": "PARQUET"})
+        existing = self.hook.find_flow_items("flows", self.flow_name)
+        if existing and source_id not in self.hook.get_flow(existing["id"]).get("sourceConnectionIds", []):
+            # The flow's dataset was rebuilt (a rerun's CTAS makes a new dataset): the flow follows it,
+            # like the date's other outputs. A source connection's dataset list cannot change.
+            self.log.info("Flow %s (%s) exports a replaced dataset: recreating it", self.flow_name, existing["id"])
+            self.hook.delete_flow(existing["id"])
         flow_id = self.ensure_flow_item(
             "flows",
             {
@@ -905,10 +911,6 @@ class AEPDatasetExportOperator(_AEPFlowOperator):
                 "scheduleParams": {"interval": 3, "timeUnit": "hour", "startTime": FAR_FUTURE_EPOCH_S},
             },
         )
-        if source_id not in self.hook.get_flow(flow_id).get("sourceConnectionIds", []):
-            raise AirflowFailException(
-                f"Flow {self.flow_name} ({flow_id}) exports another dataset; use another flow_name"
-            )
         return flow_id
 
     def result(self, context: Context, runs: list[dict[str, Any]]) -> dict[str, Any]:

@@ -77,6 +77,8 @@ def train(
     :param seed: seed of the split and the models; recorded in the metrics.
     :param true_propensity_col: column with the simulator's true propensities, if known.
     """
+    # Row order (an export's part order) must not change the split or the fit: sort by user first.
+    features = features.sort_values(USER_COLUMN, kind="stable").reset_index(drop=True)
     columns = feature_columns(features)
     inputs = features[columns].astype(float)
     labels = features[label_col].astype(int).to_numpy()

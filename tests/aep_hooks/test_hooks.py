@@ -621,7 +621,7 @@ class TestQueryServiceHook:
 def test_connection_against_the_emulator(emulator, sandbox, monkeypatch):
     from tests.aep_hooks.conftest import aep_connection
 
-    monkeypatch.setenv("AIRFLOW_CONN_AEP_DEFAULT", aep_connection(emulator.url, sandbox))
+    monkeypatch.setenv("AIRFLOW_CONN_AEP_DEFAULT", aep_connection(emulator, sandbox))
 
     ok, message = AEPHook().test_connection()
 

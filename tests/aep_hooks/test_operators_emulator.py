@@ -40,8 +40,8 @@ USERS = 20
 @pytest.fixture
 def aep_env(monkeypatch, emulator, sandbox):
     """The ``aep_default``, ``aep_s3`` and ``aep_destination`` connections for the emulator."""
-    monkeypatch.setenv("AIRFLOW_CONN_AEP_DEFAULT", aep_connection(emulator.url, sandbox))
-    monkeypatch.setenv("AIRFLOW_CONN_AEP_S3", s3_connection())
+    monkeypatch.setenv("AIRFLOW_CONN_AEP_DEFAULT", aep_connection(emulator, sandbox))
+    monkeypatch.setenv("AIRFLOW_CONN_AEP_S3", s3_connection(emulator))
     monkeypatch.setenv(
         "AIRFLOW_CONN_AEP_DESTINATION",
         json.dumps(
