@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import logging
 import time
 from unittest import mock
@@ -93,8 +95,11 @@ async def collect(trigger) -> list:
 
 @pytest.fixture
 def sleep():
-    with mock.patch("aep_hooks.triggers.asyncio.sleep") as patched:
-        yield patched
+    """The triggers' sleep, patched in their module only: other event loops (an emulator serving in a
+    thread of the same test session) keep the real ``asyncio.sleep``."""
+    fake_asyncio = mock.Mock(wraps=asyncio, sleep=mock.AsyncMock())
+    with mock.patch("aep_hooks.triggers.asyncio", fake_asyncio):
+        yield fake_asyncio.sleep
 
 
 def patch_get_json(side_effect):
