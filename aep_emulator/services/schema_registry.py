@@ -232,6 +232,8 @@ def create_descriptor(body: dict = Body(...), emu: Emulator = Depends(emulator),
     doc = {
         **body,
         "xdm:sourceSchema": schema["$id"],
+        # Clients send the integer 1 (AEP's own examples do); the spec types the answer as a string.
+        "xdm:sourceVersion": str(body["xdm:sourceVersion"]),
         "@id": hashlib.sha1(uuid.uuid4().bytes).hexdigest(),
         "imsOrg": emu.settings.org_id,
         "version": "1",

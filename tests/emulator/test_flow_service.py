@@ -9,8 +9,6 @@ from __future__ import annotations
 import dataclasses
 import io
 import re
-import threading
-import time
 import uuid
 from urllib.parse import parse_qsl, urlsplit
 
@@ -21,15 +19,19 @@ from aep_emulator import xdm
 from aep_emulator.db import sandbox_schema
 from aep_emulator.services import catalog
 from tests.emulator import seed_schema
+from tests.emulator.flows import (
+    FLOW,
+    S3_AUTH,
+    S3_SPEC,
+    adhoc_export,
+    create,
+    export_flow,
+    wait_for_run,
+)
 from tests.support.openapi import validate_response
 
 pytestmark = pytest.mark.integration
 
-FLOW = "/data/foundation/flowservice"
-ADHOC = "/data/core/activation/disflowprovider/adhocrun"
-DATASET_EXPORT = {"Accept": "application/vnd.adobe.adhoc.dataset.activation+json; version=1"}
-S3_SPEC = {"id": "4fce964d-3f37-408f-9778-e597338a21ee", "version": "1.0"}
-S3_AUTH = {"specName": "Access Key", "params": {"s3AccessKey": "AKIA" + "Q" * 16, "s3SecretKey": "s" * 40}}
 ROWS = 1234
 
 
@@ -48,61 +50,6 @@ def seed_dataset(emu, sandbox: str, rows: int) -> dict:
         )
     return catalog.create_dataset_record(emu, sandbox, name=table, schema_ref=schema_id, table_name=table,
                                          create_table=False)
-
-
-def create(aep, collection: str, body: dict) -> dict:
-    resp = aep.post(f"{FLOW}/{collection}", json=body)
-    assert resp.status_code == 201, resp.text
-    validate_response(resp)
-    assert set(resp.json()) == {"id", "etag"}
-    return resp.json()
-
-
-def export_flow(aep, dataset: dict, path: str, compression: str = "GZIP") -> dict:
-    """The dataset-export chain to S3; returns the flow's ``{id, etag}``."""
-    source = create(aep, "sourceConnections", {
-        "name": f"src {path}", "connectionSpec": {"id": "23598e46-f560-407b-88d5-ea6207e49db0", "version": "1.0"},
-        "params": {"datasets": [{"dataSetId": dataset["id"], "name": dataset["name"]}]},
-    })
-    base = create(aep, "connections", {"name": f"base {path}", "auth": S3_AUTH, "connectionSpec": S3_SPEC})
-    target = create(aep, "targetConnections", {
-        "name": f"tgt {path}", "baseConnectionId": base["id"], "connectionSpec": S3_SPEC,
-        "params": {"mode": "Server-to-server", "bucketName": aep.settings.destination_bucket, "path": path,
-                   "compression": compression, "datasetFileType": "PARQUET"},
-    })
-    return create(aep, "flows", {
-        "name": f"flow {path}", "flowSpec": {"id": "269ba276-16fc-47db-92b0-c1049a3c131f", "version": "1.0"},
-        "sourceConnectionIds": [source["id"]], "targetConnectionIds": [target["id"]], "transformations": [],
-        "scheduleParams": {"interval": 3, "timeUnit": "hour", "startTime": 4102444800},
-    })
-
-
-def adhoc_export(aep, flow_id: str, dataset_id: str):
-    return aep.post(ADHOC, headers=DATASET_EXPORT, json={
-        "activationInfo": {"destinations": [{"flowId": flow_id, "datasets": [{"id": dataset_id}]}]}})
-
-
-def wait_for_run(aep, run_id: str, timeout: float = 60) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        resp = aep.get(f"{FLOW}/runs/{run_id}")
-        run = resp.json()["items"][0]
-        if "completedAtUTC" in run["metrics"]["durationSummary"]:
-            validate_response(resp)
-            return run
-        time.sleep(0.05)
-    raise AssertionError(f"run {run_id} did not finish")
-
-
-@pytest.fixture
-def held_worker(emulator):
-    """Occupies the emulator's background workers until released, so runs stay in flight meanwhile."""
-    release = threading.Event()
-    futures = [emulator.emu.worker.submit(release.wait) for _ in range(emulator.emu.worker._max_workers)]
-    yield release
-    release.set()
-    for future in futures:
-        future.result(timeout=10)
 
 
 @pytest.fixture

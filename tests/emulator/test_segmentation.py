@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import io
-import threading
 import time
 import uuid
 
@@ -20,12 +19,12 @@ from aep_emulator import xdm
 from aep_emulator.db import quote_ident, sandbox_schema
 from aep_emulator.services import catalog
 from tests.emulator import seed_schema
+from tests.emulator.flows import ACTIVATION_V2, activation_flow, wait_for_run
 from tests.support.openapi import validate, validate_response
 
 pytestmark = pytest.mark.integration
 
 UPS = "/data/core/ups"
-FLOW = "/data/foundation/flowservice"
 TERMINAL = ("SUCCEEDED", "FAILED", "CANCELLED")
 
 
@@ -109,17 +108,6 @@ def run_job(aep, segment_id: str) -> dict:
     resp = aep.post(f"{UPS}/segment/jobs", json=[{"segmentId": segment_id}])
     assert resp.status_code == 200, resp.text
     return wait_for_job(aep, resp.json()["id"])[0]
-
-
-@pytest.fixture
-def held_worker(emulator):
-    """Occupies the emulator's background workers until released, so work stays pending meanwhile."""
-    release = threading.Event()
-    futures = [emulator.emu.worker.submit(release.wait) for _ in range(emulator.emu.worker._max_workers)]
-    yield release
-    release.set()
-    for future in futures:
-        future.result(timeout=10)
 
 
 @pytest.fixture
@@ -320,78 +308,20 @@ def test_audience_list_pages_with_integer_next(aep, cohort):
     assert [a["name"] for a in only["children"]] == [f"list {cohort} 3"]
 
 
-def _s3_chain(aep, name: str) -> tuple[str, str]:
-    """Profile-store source and S3 CSV target connections: ``(source id, target id)``."""
-    source = aep.post(f"{FLOW}/sourceConnections", json={
-        "name": f"{name} profiles", "connectionSpec": {"id": "8a9c3494-9708-43d7-ae3f-cda01e5030e1", "version": "1.0"},
-    })
-    assert source.status_code == 201, source.text
-    base = aep.post(f"{FLOW}/connections", json={
-        "name": f"{name} s3", "connectionSpec": {"id": "4fce964d-3f37-408f-9778-e597338a21ee", "version": "1.0"},
-        "auth": {"specName": "Access Key", "params": {"s3AccessKey": "AKIA" + "A" * 16,
-                                                      "s3SecretKey": "a" * 40}},
-    })
-    assert base.status_code == 201, base.text
-    target = aep.post(f"{FLOW}/targetConnections", json={
-        "name": f"{name} csv", "baseConnectionId": base.json()["id"],
-        "connectionSpec": {"id": "4fce964d-3f37-408f-9778-e597338a21ee", "version": "1.0"},
-        "params": {"mode": "Server-to-server", "bucketName": aep.settings.destination_bucket,
-                   "path": f"activation/{name}", "compression": "NONE", "fileType": "CSV",
-                   "csvOptions": {"delimiter": ",", "quote": '"', "nullValue": "null"}},
-    })
-    assert target.status_code == 201, target.text
-    return source.json()["id"], target.json()["id"]
-
-
-def _activation_flow(aep, name: str, segment_id: str) -> str:
-    source_id, target_id = _s3_chain(aep, name)
-    flow = aep.post(f"{FLOW}/flows", json={
-        "name": name, "flowSpec": {"id": "1a0514a6-33d4-4c7f-aff8-594799c47549", "version": "1.0"},
-        "sourceConnectionIds": [source_id], "targetConnectionIds": [target_id],
-        "transformations": [{"name": "GeneralTransform", "params": {"segmentSelectors": {"selectors": []},
-                                                                    "profileSelectors": {"selectors": []}}}],
-    })
-    assert flow.status_code == 201, flow.text
-    patch = aep.patch(f"{FLOW}/flows/{flow.json()['id']}", headers={"If-Match": flow.json()["etag"]}, json=[
-        {"op": "add", "path": "/transformations/0/params/segmentSelectors/selectors/-", "value": {
-            "type": "PLATFORM_SEGMENT", "value": {
-                "id": segment_id, "name": name, "exportMode": "DAILY_FULL_EXPORT",
-                "filenameTemplate": "%DESTINATION_NAME%_%SEGMENT_ID%_%DATETIME(YYYYMMdd_HHmmss)%",
-                "schedule": {"frequency": "ONCE", "startDate": "2025-01-01"}}}},
-        {"op": "add", "path": "/transformations/0/params/profileSelectors/selectors/-",
-         "value": {"type": "JSON_PATH", "value": {"operator": "EXISTS", "path": "_acme.propensity"}}},
-        {"op": "add", "path": "/transformations/0/params/profileSelectors/selectors/-",
-         "value": {"type": "JSON_PATH", "value": {"operator": "EXISTS", "path": "person.name.lastName"}}},
-    ])
-    assert patch.status_code == 200, patch.text
-    return flow.json()["id"]
-
-
-ACTIVATION_V2 = {"Accept": "application/vnd.adobe.adhoc.activation+json; version=2"}
-
-
-def _wait_for_run(aep, run_id: str, timeout: float = 30) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        run = aep.get(f"{FLOW}/runs/{run_id}").json()["items"][0]
-        if "completedAtUTC" in run["metrics"]["durationSummary"]:
-            return run
-        time.sleep(0.05)
-    raise AssertionError(f"run {run_id} did not finish")
 
 
 def test_activation_writes_one_csv_matching_the_job_count(aep, emulator, cohort):
     segment = new_definition(aep, cohort)
     job = run_job(aep, segment["id"])
     name = f"dest-{cohort}"
-    flow_id = _activation_flow(aep, name, segment["id"])
+    flow_id = activation_flow(aep, name, segment["id"])
     resp = aep.post("/data/core/activation/disflowprovider/adhocrun", headers=ACTIVATION_V2,
                     json={"activationInfo": {flow_id: [segment["id"]]}})
     assert resp.status_code == 200, resp.text
     validate_response(resp)
     order = resp.json()["order"]
     assert [(o["segment"], o["order"]) for o in order] == [(segment["id"], flow_id)]
-    run = _wait_for_run(aep, order[0]["statusURL"].rsplit("/", 1)[1])
+    run = wait_for_run(aep, order[0]["statusURL"].rsplit("/", 1)[1])
     assert run["metrics"]["statusSummary"]["status"] == "success"
     count = job["metrics"]["segmentedProfileCounter"][segment["id"]]
     assert run["metrics"]["recordSummary"]["outputRecordCount"] == count
@@ -410,7 +340,7 @@ def test_activation_writes_one_csv_matching_the_job_count(aep, emulator, cohort)
 def test_activation_rejects_unmapped_audiences_and_concurrent_runs(aep, cohort, held_worker):
     segment = new_definition(aep, cohort)
     other = new_definition(aep, cohort, name=f"other {cohort}")
-    flow_id = _activation_flow(aep, f"dest2-{cohort}", segment["id"])
+    flow_id = activation_flow(aep, f"dest2-{cohort}", segment["id"])
     url = "/data/core/activation/disflowprovider/adhocrun"
     unmapped = aep.post(url, headers=ACTIVATION_V2, json={"activationInfo": {flow_id: [other["id"]]}})
     assert unmapped.status_code == 400

@@ -1,0 +1,18 @@
+"""Fixtures of the emulator service tests."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+
+@pytest.fixture
+def held_worker(emulator):
+    """Occupies the emulator's background workers until released, so runs and jobs stay in flight meanwhile."""
+    release = threading.Event()
+    futures = [emulator.emu.worker.submit(release.wait) for _ in range(emulator.emu.worker._max_workers)]
+    yield release
+    release.set()
+    for future in futures:
+        future.result(timeout=10)
