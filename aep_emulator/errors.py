@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 
@@ -37,7 +37,7 @@ def xdm_error(status: int, code: str, title: str, detail: str) -> AEPError:
             "status": status,
             "report": {
                 "registryRequestId": str(uuid.uuid4()),
-                "timestamp": datetime.now(timezone.utc).strftime("%m-%d-%Y %H:%M:%S"),
+                "timestamp": datetime.now(UTC).strftime("%m-%d-%Y %H:%M:%S"),
                 "detailed-message": detail,
                 "sub-errors": [],
             },

@@ -12,7 +12,8 @@ import json
 import sys
 import time
 from collections import defaultdict
-from datetime import UTC, date, datetime, time as dtime
+from datetime import UTC, date, datetime
+from datetime import time as dtime
 
 DAG_ID = "aep_propensity_pipeline"
 STAGES = ("setup", "synthetic_data", "eda", "featurize", "export", "train", "score", "ingest_scores", "audiences",

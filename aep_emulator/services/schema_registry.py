@@ -151,7 +151,8 @@ def _listing(request: Request, docs: list[dict], variant: str) -> dict:
     keys = [k.strip() for k in order.split(",") if k.strip()]
     primary = keys[0].lstrip("-")
     for key in reversed(keys):
-        docs.sort(key=lambda d, k=key.lstrip("-"): str(lookup(d, k) or ""), reverse=key.startswith("-"))
+        field = key.lstrip("-")
+        docs.sort(key=lambda d: str(lookup(d, field) or ""), reverse=key.startswith("-"))
     descending = keys[0].startswith("-")
     if "start" in params:
         start = params["start"]

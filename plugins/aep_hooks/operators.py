@@ -30,7 +30,6 @@ from aep_hooks.exceptions import AEPApiError, AEPTerminalStateError
 from aep_hooks.hooks import AEPHook, AEPQueryServiceHook
 from aep_hooks.links import AEPAudienceLink, AEPBaseLink, AEPBatchLink, AEPDatasetLink, AEPFlowRunLink, AEPQueryLink
 from aep_hooks.triggers import (
-    poll_waits,
     AEPJobTrigger,
     BatchStatusTrigger,
     FlowRunTrigger,
@@ -40,6 +39,7 @@ from aep_hooks.triggers import (
     classify_query,
     classify_run,
     classify_segment_job,
+    poll_waits,
 )
 
 if TYPE_CHECKING:

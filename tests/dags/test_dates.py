@@ -1,13 +1,12 @@
 """resolve_as_of_date: one rule for scheduled, backfill and manual runs."""
 
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from types import SimpleNamespace
 
 import pytest
-
 from propensity.dates import resolve_as_of_date
 
-UTC = timezone.utc
+UTC = UTC
 
 
 @pytest.mark.parametrize(
