@@ -29,9 +29,6 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
-from airflow.sdk import DAG, Param, TaskGroup, get_current_context, task
-from airflow.timetables.interval import CronDataIntervalTimetable
-
 from aep_hooks.operators import (
     AEPActivateAudiencesOperator,
     AEPAudienceOperator,
@@ -40,6 +37,8 @@ from aep_hooks.operators import (
     AEPEnsureDatasetOperator,
     AEPQueryOperator,
 )
+from airflow.sdk import DAG, Param, TaskGroup, get_current_context, task
+from airflow.timetables.interval import CronDataIntervalTimetable
 from propensity import pipeline
 
 DAG_ID = "aep_propensity_pipeline"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import re
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -38,13 +38,13 @@ class SpecMismatch(AssertionError):
     """The response does not match the spec."""
 
 
-@lru_cache(maxsize=None)
+@cache
 def _load(spec_file: str) -> dict:
     # A JSON round trip turns YAML's integer status keys into the strings JSON pointers use.
     return json.loads(json.dumps(yaml.safe_load((SPEC_DIR / spec_file).read_text()), default=str))
 
 
-@lru_cache(maxsize=None)
+@cache
 def _registry(spec_file: str) -> Registry:
     return Registry().with_resource(spec_file, Resource.from_contents(_load(spec_file), default_specification=DRAFT4))
 
