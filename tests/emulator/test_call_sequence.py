@@ -107,10 +107,12 @@ def test_dag_call_sequence_end_to_end(aep, emulator, sandbox):
                                  for p in parts])
     assert exported.num_rows == PROFILES // 2
 
-    # 6. A segment definition and its job: SUCCEEDED with the profiles at or above 0.8.
+    # 6. A segment definition and its job: SUCCEEDED with this run's profiles at or above 0.8 (the
+    # user-id range keeps other tests' profiles in the shared sandbox out).
+    pql = f'_{tenant}.propensity >= 0.8 and _{tenant}.userid >= "{run}-" and _{tenant}.userid < "{run}-~"'
     definition = ok(aep.post(f"{UPS}/segment/definitions", json={
         "name": f"high propensity {run}", "profileInstanceId": "ups",
-        "expression": {"type": "PQL", "format": "pql/text", "value": f"_{tenant}.propensity >= 0.8"},
+        "expression": {"type": "PQL", "format": "pql/text", "value": pql},
         "schema": {"name": "_xdm.context.profile"},
     }))
     job = ok(aep.post(f"{UPS}/segment/jobs", json=[{"segmentId": definition["id"]}]))
