@@ -202,6 +202,9 @@ def _target_schema_id(emu: Emulator, sandbox: str, title: str | None) -> str | N
     return schema["$id"]
 
 
+BATCH_QUERY_WORK_MEM = "64MB"
+
+
 def _execute(emu: Emulator, sandbox: str, doc: dict) -> _Outcome:
     """Run the query's statements in one transaction.
 
@@ -211,9 +214,10 @@ def _execute(emu: Emulator, sandbox: str, doc: dict) -> _Outcome:
     schema = sandbox_schema(sandbox)
     timeout_ms = emu.settings.qs_statement_timeout_s * 1000
     outcome = _Outcome()
-    with psycopg.connect(
-        emu.settings.pg_dsn, options=f"-c search_path={schema} -c statement_timeout={timeout_ms}"
-    ) as conn:
+    # Batch queries aggregate whole datasets: give their sorts and hashes room (PostgreSQL's 4 MB
+    # default spills a million-row featurization to disk).
+    options = f"-c search_path={schema} -c statement_timeout={timeout_ms} -c work_mem={BATCH_QUERY_WORK_MEM}"
+    with psycopg.connect(emu.settings.pg_dsn, options=options) as conn:
         _active_runs.started(doc["id"], conn.info.backend_pid)
         for statement in map(qs_sql.classify, qs_sql.split_statements(doc["effectiveSQL"])):
             if _active_runs.is_cancelled(doc["id"]):

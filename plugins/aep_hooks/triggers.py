@@ -2,7 +2,7 @@
 Triggers that wait for AEP jobs: Query Service queries, ingestion batches, flow runs and segment jobs.
 
 Each trigger only reads the job's status (no side effects, so it is safe to run more than once),
-polls (1 s, then doubling up to ``poll_interval`` seconds) until ``end_time`` and yields exactly one event::
+polls (0.25 s, then doubling up to ``poll_interval`` seconds) until ``end_time`` and yields exactly one event::
 
     {"status": "success" | "error" | "timeout", "id": ..., "state": ..., "errors": [...],
      "message": ..., "result": {...}}
@@ -38,12 +38,12 @@ log = logging.getLogger(__name__)
 RUNNING, SUCCESS, ERROR = "running", "success", "error"
 
 
-FIRST_POLL_S = 1.0
+FIRST_POLL_S = 0.25
 """First wait between status reads; each next wait doubles, up to ``poll_interval``."""
 
 
 def poll_waits(poll_interval: float) -> Iterator[float]:
-    """Waits between status reads: 1 s, 2 s, 4 s... capped at ``poll_interval``.
+    """Waits between status reads: 0.25 s, 0.5 s, 1 s... capped at ``poll_interval``.
 
     Short jobs (a small batch, an emulator) finish after a read or two; long AEP jobs are polled
     at ``poll_interval`` after the first minute or so.

@@ -125,8 +125,9 @@ class TestRun:
             "result": result,
         }
         assert get_json.call_args_list == [mock.call(path)] * (len(running) + 1)
-        # Polls back off from 1 s, doubling, up to the poll interval.
-        assert sleep.call_args_list == [mock.call(w) for w in [1.0, 2.0, 4.0, 8.0, POLL, POLL][: len(running)]]
+        # Polls back off from FIRST_POLL_S, doubling, up to the poll interval.
+        waits = [0.25, 0.5, 1.0, 2.0, 4.0, 8.0, POLL, POLL]
+        assert sleep.call_args_list == [mock.call(w) for w in waits[: len(running)]]
 
     @pytest.mark.asyncio
     @pytest.mark.parametrize(
@@ -226,7 +227,7 @@ class TestRun:
 
         assert [e.payload["status"] for e in events] == ["success"]
         assert get_json.call_count == 2
-        sleep.assert_called_once_with(1.0)  # the first, shortest wait of the back-off
+        sleep.assert_called_once_with(0.25)  # the first, shortest wait of the back-off
         assert "unknown state 'REFRESHING'" in caplog.text
 
     @pytest.mark.asyncio
