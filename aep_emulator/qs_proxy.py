@@ -98,8 +98,9 @@ class QSProxy:
         self._backend_database = backend.get("dbname") or self._backend_user
 
     async def start(self) -> QSProxy:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.emu.settings.qs_port)
-        log.info("Query Service PostgreSQL endpoint on 127.0.0.1:%s", self.emu.settings.qs_port)
+        host, port = self.emu.settings.host, self.emu.settings.qs_port
+        self._server = await asyncio.start_server(self._serve, host, port)
+        log.info("Query Service PostgreSQL endpoint on %s:%s", host, port)
         return self
 
     async def stop(self) -> None:

@@ -57,6 +57,9 @@ def airflow_env(stack: StackSettings, schedule: bool = False) -> dict[str, str]:
     """
     env = {**airflow_settings(stack), **stack.airflow_connections(), **stack.exports(), **os.environ}
     env.setdefault("AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE", str(schedule))
+    # Task processes report to the api-server's execution API, by default at localhost:8080 whatever
+    # AIRFLOW__API__PORT says: on another port every task would fail before it starts.
+    env.setdefault("AIRFLOW__CORE__EXECUTION_API_SERVER_URL", f"{api_url()}/execution/")
     venv_bin = str(Path(sys.executable).parent)
     env["PATH"] = os.pathsep.join([venv_bin, env.get("PATH", "")])
     return env
@@ -292,20 +295,28 @@ def status(stack: StackSettings) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bin/airflow-ui", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", nargs="?", default="start", choices=("start", "stop", "status"),
-                        help="start (default): run Airflow; stop: stop a background Airflow; status: its health")
+    parser.add_argument("command", nargs="?", default="start", choices=("start", "stop", "status", "prepare"),
+                        help="start (default): run Airflow; stop: stop a background Airflow; status: its health; "
+                        "prepare: only create/migrate the metadata database and set the pool (docker-compose's airflow-init)")
     parser.add_argument("--background", action="store_true",
                         help=f"start detached (PID file run/airflow.pid, log logs/airflow.log), wait until healthy "
                         f"(at most {START_TIMEOUT_S} s) and return")
     parser.add_argument("--schedule", action="store_true",
                         help="let the scheduler create scheduled runs (off by default: only manual runs run)")
     args = parser.parse_args(argv)
+    # Started from a non-interactive shell with `&`, this process inherits SIGINT ignored, and so
+    # would standalone, which shuts down in order only on SIGINT: a handler here is reset to the
+    # default in every program it starts.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     stack = StackSettings.from_env()
     try:
         if args.command == "stop":
             return stop(stack)
         if args.command == "status":
             return status(stack)
+        if args.command == "prepare":
+            _prepare(stack)
+            return 0
         if args.background:
             start_background(stack, schedule=args.schedule)
             return 0

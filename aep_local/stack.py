@@ -335,6 +335,7 @@ def airflow_settings(stack: StackSettings) -> dict[str, str]:
     """``AIRFLOW__*`` settings for a local Airflow on this stack: its metadata in the stack's
     PostgreSQL (database ``airflow``), the project's DAGs and plugins, loopback only, small pools."""
     metadata = urlsplit(stack.aep.pg_dsn)._replace(scheme="postgresql+psycopg", path=f"/{AIRFLOW_DATABASE}")
+    api_port = os.environ.get("AIRFLOW__API__PORT", "8080")
     return {
         "AIRFLOW_HOME": str(stack.home / "airflow"),
         "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT_ROOT / "dags"),
@@ -346,7 +347,9 @@ def airflow_settings(stack: StackSettings) -> dict[str, str]:
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": metadata.geturl(),
         "AIRFLOW__API__HOST": "127.0.0.1",
-        "AIRFLOW__API__PORT": os.environ.get("AIRFLOW__API__PORT", "8080"),
+        "AIRFLOW__API__PORT": api_port,
+        # Task processes reach the execution API on the API server's own port.
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{api_port}/execution/",
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "15",
         "AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE": "True",
         "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "True",

@@ -84,15 +84,18 @@ def connection_parameters(
     it ``websoketHost`` (aep-api.md section 13); the emulator serves no websocket, so it names the host.
     """
     token = request.headers["authorization"].partition(" ")[2].strip()
+    # The host the caller reached the REST API on also serves the wire endpoint (the bind address,
+    # e.g. 0.0.0.0 in a container, is not one a client can connect to).
+    host = request.url.hostname
     return {
         "username": ctx.org_id,
         "dbName": f"{ctx.sandbox}:all",
-        "host": emu.settings.host,
+        "host": host,
         "port": emu.settings.qs_port,
         "version": 1,
         "token": token,
         "compressedToken": token,
-        "websocketHost": emu.settings.host,
+        "websocketHost": host,
     }
 
 

@@ -628,6 +628,7 @@ class AEPBatchIngestOperator(AEPBaseOperator):
             if state is not None and batch_id == resume_id:
                 uploaded = state.get("uploaded_files") or []
         self.persist_link(context, AEPBatchLink, batch_id)
+        self.persist_link(context, AEPDatasetLink, self.dataset_id)
         if plan.action != "wait":
             self._upload(state, batch_id, files, uploaded)
             self.hook.complete_batch(batch_id)
