@@ -57,9 +57,6 @@ def airflow_env(stack: StackSettings, schedule: bool = False) -> dict[str, str]:
     """
     env = {**airflow_settings(stack), **stack.airflow_connections(), **stack.exports(), **os.environ}
     env.setdefault("AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE", str(schedule))
-    # Task processes report to the api-server's execution API, by default at localhost:8080 whatever
-    # AIRFLOW__API__PORT says: on another port every task would fail before it starts.
-    env.setdefault("AIRFLOW__CORE__EXECUTION_API_SERVER_URL", f"{api_url()}/execution/")
     venv_bin = str(Path(sys.executable).parent)
     env["PATH"] = os.pathsep.join([venv_bin, env.get("PATH", "")])
     return env

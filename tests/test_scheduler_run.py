@@ -1,14 +1,13 @@
 """One run of the propensity DAG through the real scheduler: ``airflow standalone`` (api-server,
 scheduler with LocalExecutor, dag-processor, triggerer), triggered over the REST API like the UI does.
 
-Heavy (~1.2 GB of memory, a minute or two): runs only with ``RUN_SCHEDULER_TEST=1`` and the local
-stack up (``bin/stack up``). It is isolated from a ``bin/airflow-ui`` that may be running: its own
+Heavy (~1.2 GB of memory, a minute or two): deselect it with ``-m "not scheduler"``. Needs the local
+stack up (``bin/stack up``, as ``bin/test`` does). It is isolated from a ``bin/airflow-ui`` that may be running: its own
 metadata database (dropped afterwards), Airflow home, ports and AEP sandbox (the session emulator's).
 """
 
 from __future__ import annotations
 
-import os
 import time
 import uuid
 from dataclasses import replace
@@ -25,21 +24,7 @@ from aep_local import airflow_ui
 from aep_local.stack import StackSettings, airflow_connections, airflow_settings
 from tests.support.emulator import free_port
 
-
-def _scheduler_mark():
-    # `scheduler` must be registered in pytest.ini (--strict-markers); until it is, skip instead of
-    # breaking the collection of the whole suite.
-    try:
-        return pytest.mark.scheduler
-    except BaseException:  # pytest's Failed ("not found in `markers` configuration option")
-        return pytest.mark.skip(reason="register the `scheduler` marker in pytest.ini")
-
-
-pytestmark = [
-    _scheduler_mark(),
-    pytest.mark.integration,
-    pytest.mark.skipif(os.environ.get("RUN_SCHEDULER_TEST") != "1", reason="heavy: set RUN_SCHEDULER_TEST=1"),
-]
+pytestmark = [pytest.mark.scheduler, pytest.mark.integration]
 
 DAG_ID = airflow_ui.DAG_ID
 AS_OF = date(2026, 11, 26)
@@ -59,13 +44,16 @@ def standalone(emulator_session, tmp_path_factory):
     with psycopg.connect(admin_dsn, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{database}"')
     port = free_port()
+    with pytest.MonkeyPatch.context() as ported:
+        # airflow_settings derives the execution API's URL from the API port.
+        ported.setenv("AIRFLOW__API__PORT", str(port))
+        base_settings = airflow_settings(stack)
     env = {
-        **airflow_settings(stack),
+        **base_settings,
         **airflow_connections(settings, sandbox),
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": urlsplit(airflow_settings(stack)["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"])
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": urlsplit(base_settings["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"])
         ._replace(path=f"/{database}")
         .geturl(),
-        "AIRFLOW__API__PORT": str(port),
         "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
         "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
         "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_PORT": str(free_port()),
