@@ -252,11 +252,9 @@ def read_flow_spec(spec_id: str):
 # --------------------------------------------------------------------------- connections and flows
 
 
-def _base_doc(ctx: CallContext, body: dict) -> dict:
-    if not isinstance(body.get("name"), str) or not body["name"].strip():
-        raise flow_error(400, "name is required")
+def _new_resource(ctx: CallContext) -> dict:
+    """Id, timestamps, audit and sandbox fields every Flow Service resource (and run) starts with."""
     ts = now_ms()
-    etag = _etag()
     return {
         "id": str(uuid.uuid4()),
         "createdAt": ts,
@@ -268,6 +266,15 @@ def _base_doc(ctx: CallContext, body: dict) -> dict:
         "sandboxId": sandbox_info(ctx.sandbox)["sandboxId"],
         "sandboxName": ctx.sandbox,
         "imsOrgId": ctx.org_id,
+    }
+
+
+def _base_doc(ctx: CallContext, body: dict) -> dict:
+    if not isinstance(body.get("name"), str) or not body["name"].strip():
+        raise flow_error(400, "name is required")
+    etag = _etag()
+    return {
+        **_new_resource(ctx),
         "name": body["name"],
         "description": body.get("description", ""),
         "state": "enabled",
@@ -524,16 +531,7 @@ def read_run(run_id: str, emu: Emulator = Depends(emulator), ctx: CallContext = 
 def _new_run(ctx: CallContext, flow: dict, task: dict) -> dict:
     ts = now_ms()
     return {
-        "id": str(uuid.uuid4()),
-        "createdAt": ts,
-        "updatedAt": ts,
-        "createdBy": f"{ctx.client_id}@AdobeID",
-        "updatedBy": f"{ctx.client_id}@AdobeID",
-        "createdClient": ctx.client_id,
-        "updatedClient": ctx.client_id,
-        "sandboxId": sandbox_info(ctx.sandbox)["sandboxId"],
-        "sandboxName": ctx.sandbox,
-        "imsOrgId": ctx.org_id,
+        **_new_resource(ctx),
         "flowId": flow["id"],
         "flowSpec": flow["flowSpec"],
         "providerRefId": str(uuid.uuid4()),

@@ -221,9 +221,14 @@ def _population(s3, run: dict, params: dict) -> tuple[simulation.Population, dat
     return population, date.fromisoformat(stored["history_end"])
 
 
-def _ensure_bucket(s3, bucket: str) -> None:
+def _synthetic_setup(context: dict, run: dict) -> tuple[dict, Any, str]:
+    """``(params, s3 client, artifact bucket)`` for a synthetic-data task; skips it when synthetic data is off."""
+    _skip_unless_synthetic(context)
+    s3, bucket = _s3(), run["artifact_bucket"]
+    # A local convenience: the stack creates the default bucket, a test or a backfill may name another.
     if bucket not in {b["Name"] for b in s3.list_buckets().get("Buckets", [])}:
         s3.create_bucket(Bucket=bucket)
+    return context["params"], s3, bucket
 
 
 def event_batches(start: date, history_end: date, as_of: date) -> list[list[date]]:
@@ -262,9 +267,7 @@ def generate_events(context: dict, run: dict) -> list[dict]:
     """
     from propensity import simulation  # heavy: imported at run time, not at DAG parse
 
-    _skip_unless_synthetic(context)
-    params, s3, bucket = context["params"], _s3(), run["artifact_bucket"]
-    _ensure_bucket(s3, bucket)
+    params, s3, bucket = _synthetic_setup(context, run)
     population, history_end = _population(s3, run, params)
     as_of = date.fromisoformat(run["as_of"])
     ingested = {
@@ -289,9 +292,8 @@ def generate_profiles(context: dict, run: dict) -> list[str]:
     :param run: the run plan.
     """
     from propensity import simulation  # heavy: imported at run time, not at DAG parse
-    _skip_unless_synthetic(context)
-    params, s3, bucket = context["params"], _s3(), run["artifact_bucket"]
-    _ensure_bucket(s3, bucket)
+
+    params, s3, bucket = _synthetic_setup(context, run)
     population, _ = _population(s3, run, params)
     as_of, tenant = date.fromisoformat(run["as_of"]), run["tenant"]
     truth = simulation.profiles_table(
