@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections import defaultdict
+from contextlib import contextmanager
 from datetime import UTC, date, datetime
 from datetime import time as dtime
+from pathlib import Path
 
 DAG_ID = "aep_propensity_pipeline"
 STAGES = ("setup", "synthetic_data", "eda", "featurize", "export", "train", "score", "ingest_scores", "audiences",
@@ -42,6 +45,26 @@ def stage_timings(task_instances) -> dict[str, float]:
         if ti.duration:
             seconds[ti.task_id.split(".", 1)[0]] += ti.duration
     return {stage: round(seconds[stage], 1) for stage in STAGES if stage in seconds}
+
+
+@contextmanager
+def output_to(log_path: Path):
+    """Send this process's stdout and stderr (file descriptors 1 and 2: the task logs) to ``log_path``."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with log_path.open("ab") as log:
+        os.dup2(log.fileno(), 1)
+        os.dup2(log.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
 
 
 def task_output(dag_run_id: str, task_id: str):
@@ -89,8 +112,14 @@ def main(argv: list[str] | None = None) -> int:
     from aep_local import airflow_db
     from aep_local.stack import StackSettings
 
-    airflow_db.prepare(StackSettings.from_env())
-    result = run_for_date(args.date, {"profile_count": args.profiles, **args.conf})
+    stack = StackSettings.from_env()
+    airflow_db.prepare(stack)
+    log_path = stack.home / "logs" / f"run-pipeline-{args.date.isoformat()}.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    print(f"running {DAG_ID} as of {args.date} ... task logs in {log_path}", file=sys.stderr, flush=True)
+    with output_to(log_path):
+        result = run_for_date(args.date, {"profile_count": args.profiles, **args.conf})
+    result["task_logs"] = str(log_path)
     if args.json:
         print(json.dumps(result, indent=2, default=str))
     else:
@@ -103,7 +132,7 @@ def _print_report(as_of: date, result: dict) -> None:
     print(f"\nAEP propensity pipeline, as of {as_of}: {result['state']} in {result['wall_seconds']} s "
           f"(run {result['dag_run']})")
     if result["failed_tasks"]:
-        print(f"  failed tasks: {', '.join(result['failed_tasks'])}")
+        print(f"  failed tasks: {', '.join(result['failed_tasks'])} (see {result['task_logs']})")
     print(f"  events ingested: {summary.get('events_ingested')} in {summary.get('event_batches')} batches")
     print(f"  ROC AUC: {summary.get('roc_auc')} (ceiling {summary.get('ceiling_roc_auc')}, "
           f"baseline {summary.get('baseline_roc_auc')})")

@@ -37,7 +37,6 @@ import subprocess
 import sys
 import time
 import uuid
-from contextlib import contextmanager
 from dataclasses import replace
 from datetime import date, timedelta
 from pathlib import Path
@@ -45,6 +44,7 @@ from pathlib import Path
 import requests
 
 from aep_emulator.config import PROJECT_ROOT, get_settings
+from aep_local.run_pipeline import output_to
 
 TARGETS_S = {"first": 180.0, "daily": 60.0}
 TARGET_RSS_BYTES = 2 << 30
@@ -166,26 +166,6 @@ def task_seconds(dag_run_id: str) -> dict[str, float]:
         ).all():
             seconds[task_id] = seconds.get(task_id, 0.0) + (duration or 0.0)
     return dict(sorted(((k, round(v, 1)) for k, v in seconds.items()), key=lambda kv: -kv[1]))
-
-
-@contextmanager
-def output_to(log_path: Path):
-    """Send this process's stdout and stderr (file descriptors 1 and 2: the task logs) to ``log_path``."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = os.dup(1), os.dup(2)
-    with log_path.open("ab") as log:
-        os.dup2(log.fileno(), 1)
-        os.dup2(log.fileno(), 2)
-        try:
-            yield
-        finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os.dup2(saved[0], 1)
-            os.dup2(saved[1], 2)
-            os.close(saved[0])
-            os.close(saved[1])
 
 
 def stage_lines(log_path: Path, offset: int) -> list[str]:
