@@ -13,6 +13,7 @@ tree and group that is left.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import subprocess
@@ -136,10 +137,9 @@ def stop_tree(root: int, grace_s: float = 30, term_s: float = 10) -> None:
     def signal_all(pids: dict[int, int], sig: int) -> None:
         for pid, start in pids.items():
             if _alive(pid, start):
-                try:
+                # It may exit between the check and the signal: that is the outcome we want.
+                with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, sig)
-                except ProcessLookupError:
-                    pass
 
     def wait_gone(timeout_s: float) -> dict[int, int]:
         deadline = time.monotonic() + timeout_s
