@@ -29,6 +29,7 @@ SERVICES = (
     "query",
     "flow",
     "segmentation",
+    "identity",
 )
 
 
