@@ -55,6 +55,8 @@ class Settings:
     export_not_ready_s: float = field(default_factory=lambda: float(_env("AEP_EXPORT_NOT_READY_S", "0")))
     # Interactive Query Service statement timeout (AEP: 10 min).
     qs_statement_timeout_s: int = field(default_factory=lambda: int(_env("AEP_QS_STATEMENT_TIMEOUT_S", "600")))
+    # Interactive Query Service returns at most this many rows of a result (AEP: 50,000).
+    qs_row_cap: int = field(default_factory=lambda: int(_env("AEP_QS_ROW_CAP", "50000")))
 
     @property
     def base_url(self) -> str:

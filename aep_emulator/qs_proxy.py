@@ -3,8 +3,9 @@
 The proxy authenticates clients the way AEP does (cleartext password; user = org id, password = a
 live IMS token; dbname ``{sandbox}:all`` or ``{sandbox}:{table}``), then logs in to the emulator's
 PostgreSQL itself with ``search_path`` set to the sandbox's schema and the QS statement timeout, and
-from there on copies bytes both ways, so every client PostgreSQL accepts (psql, psycopg2, psycopg 3)
-works unchanged.
+from there on copies the client's bytes as they are and the server's message by message (to cap a
+result at AEP's 50,000 rows), so every client PostgreSQL accepts (psql, psycopg2, psycopg 3) works
+unchanged.
 
 AEP requires TLS; the emulator does not offer it: SSLRequest and GSSENCRequest are answered ``N``,
 so clients connect with ``sslmode=disable`` (or ``prefer``) against the emulator.
@@ -153,7 +154,9 @@ class QSProxy:
             # PostgreSQL's ParameterStatus, BackendKeyData and ReadyForQuery follow through the pipe.
             writer.write(_message(b"R", struct.pack("!I", AUTH_OK)))
             await writer.drain()
-            await asyncio.gather(_pump(reader, backend_writer), _pump(backend_reader, writer))
+            await asyncio.gather(
+                _pump(reader, backend_writer), _pump_results(backend_reader, writer, self.emu.settings.qs_row_cap)
+            )
         finally:
             backend_writer.close()
 
@@ -258,6 +261,34 @@ class QSProxy:
         if self._backend_password is None:
             raise ClientRejected("28000", "PostgreSQL asked the proxy for a password, but AEP_PG_DSN has none")
         return self._backend_password
+
+
+async def _pump_results(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, row_cap: int) -> None:
+    """PostgreSQL to the client, message by message, keeping at most ``row_cap`` rows of each result.
+
+    AEP's interactive endpoint returns at most 50,000 rows and says nothing of the rest: the rows
+    past the cap are dropped and the command tag reports the rows sent (``SELECT 50000``).
+    """
+    rows = 0
+    try:
+        while True:
+            tag, payload = await _read_message(reader)
+            if tag == b"T":  # RowDescription: a new result begins
+                rows = 0
+            elif tag == b"D":  # DataRow
+                rows += 1
+                if rows > row_cap:
+                    continue
+            elif tag == b"C" and rows > row_cap:  # CommandComplete, e.g. b"SELECT 60000\0"
+                verb = payload.rstrip(b"\0").rsplit(b" ", 1)[0]
+                payload = verb + b" " + str(row_cap).encode() + b"\0"
+            writer.write(_message(tag, payload))
+            if writer.transport.get_write_buffer_size() > _COPY_CHUNK or tag == b"Z":
+                await writer.drain()
+    except (asyncio.IncompleteReadError, ConnectionError) as exc:
+        log.debug("Query Service connection ended: %s", exc)
+    finally:
+        writer.close()
 
 
 async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

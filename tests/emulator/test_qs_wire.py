@@ -199,3 +199,15 @@ def test_table_exists_and_history_meta(emulator, sandbox, conn_params):
         assert rows == [(True, False, 1, 3), (False, True, 2, 5)]
         current = conn.execute("SELECT snapshot_id FROM history_meta(%s) WHERE is_current = true", (table,)).fetchall()
         assert current[0][0].startswith("hist2")
+
+
+def test_results_are_capped_like_aep_interactive_queries(conn_params, emulator):
+    """AEP returns at most 50,000 rows over the interactive endpoint; the command tag says how many."""
+    cap = emulator.settings.qs_row_cap
+    with psycopg.connect(**conn_params) as conn:
+        cur = conn.execute("SELECT n FROM generate_series(1, %s) AS n", (cap + 123,))
+        rows = cur.fetchall()
+        assert len(rows) == cap and rows[-1] == (cap,)
+        assert cur.rowcount == cap
+        # The next result on the same connection is complete again.
+        assert conn.execute("SELECT count(*) FROM generate_series(1, %s)", (cap + 1,)).fetchone() == (cap + 1,)
