@@ -76,7 +76,8 @@ def substitute_parameters(sql: str, parameters: dict[str, str]) -> str:
     :param parameters: values by key (keys without ``$``).
     :raises MissingQueryParameter: a placeholder has no value.
     """
-    # Dollar-quoted bodies ($$...$$, $tag$...$tag$) are SQL, not placeholders.
+    # Dollar-quote markers ($$, $tag$) are SQL, not placeholders; placeholders inside a quoted body
+    # are still substituted, as AEP does in anonymous blocks.
     protected = {m.start() for m in _DOLLAR_TAG.finditer(sql)}
 
     def fill(match: re.Match) -> str:

@@ -322,9 +322,11 @@ async def patch_dataset(
         operations = await request.json()
     except ValueError:
         raise bad_request("the body is not valid JSON; send a JSON Patch array") from None
-    for op in operations if isinstance(operations, list) else ():
-        root = str(op.get("path", "")).lstrip("/").split("/")[0] if isinstance(op, dict) else ""
-        if root in _READ_ONLY or op.get("path", "").startswith(f"/tags/{TABLE_TAG.replace('/', '~1')}"):
+    if not isinstance(operations, list) or not all(isinstance(op, dict) for op in operations):
+        raise bad_request("the body must be a JSON Patch array of operation objects")
+    for op in operations:
+        root = str(op.get("path", "")).lstrip("/").split("/")[0]
+        if root in _READ_ONLY or str(op.get("path", "")).startswith(f"/tags/{TABLE_TAG.replace('/', '~1')}"):
             raise bad_request(f"{op.get('path')} is read-only; it cannot be patched")
 
     def patch(doc: dict) -> dict:
@@ -332,6 +334,9 @@ async def patch_dataset(
             patched = apply_json_patch(doc, operations)
         except JsonPatchError as exc:
             raise bad_request(str(exc)) from exc
+        if (patched.get("tags") or {}).get(TABLE_TAG) != doc["tags"][TABLE_TAG]:
+            # The table tag links the dataset to its Query Service table: /tags as a whole cannot drop it.
+            raise bad_request(f"tags.{TABLE_TAG} is read-only; patch individual tags instead of /tags")
         patched["version"] = _bump(doc.get("version", "1.0.0"))
         patched["updated"] = now_ms()
         return patched

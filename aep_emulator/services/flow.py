@@ -787,6 +787,11 @@ def execute_run(emu: Emulator, sandbox: str, run_id: str) -> None:
         log.warning("run %s failed: %s", run_id, exc)
         _finish_run(emu, sandbox, run_id, None, str(exc))
         return
+    except Exception as exc:
+        # A run must end: left in progress, it would refuse every later ad-hoc run of its flow.
+        log.exception("run %s failed unexpectedly", run_id)
+        _finish_run(emu, sandbox, run_id, None, f"Internal error: {exc}")
+        return
     _finish_run(emu, sandbox, run_id, result, None)
 
 

@@ -268,13 +268,20 @@ def batch_action(
     handlers = {"COMPLETE": _complete, "ABORT": _abort, "REVERT": _revert}
     if action not in handlers:
         raise bad_request(f"action={action!r} is not supported; use COMPLETE, ABORT or REVERT")
+    before: dict = {}
+
+    def apply(doc: dict) -> dict:
+        before.update(doc)
+        return handlers[action](emu, conn, ctx.sandbox, doc)
+
     with emu.db.connection() as conn:
         store = tables.transactional_store(conn)
-        batch = store.mutate(ctx.sandbox, BATCH_KIND, batch_id, lambda doc: handlers[action](emu, conn, ctx.sandbox, doc))
+        batch = store.mutate(ctx.sandbox, BATCH_KIND, batch_id, apply)
         if batch is None:
             raise not_found(f"batch {batch_id} does not exist in this sandbox")
         _set_last_batch(store, ctx.sandbox, batch)
-    if action == "COMPLETE" and batch["status"] == "staging":
+    # Only the COMPLETE that moved the batch out of loading starts its load: a repeated one is a no-op.
+    if action == "COMPLETE" and before["status"] == "loading" and batch["status"] == "staging":
         emu.submit(load_batch, emu, ctx.sandbox, batch_id)
     return Response(status_code=200)
 

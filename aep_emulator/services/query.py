@@ -350,6 +350,11 @@ def run_query(emu: Emulator, sandbox: str, query_id: str) -> None:
         message = exc.diag.message_primary or str(exc)
         _finish(emu, sandbox, query_id, "FAILED", started, errors=[_error(exc.sqlstate or "58000", message)])
         return
+    except Exception as exc:
+        # A query must end: AEP's system-error code, the traceback in the log.
+        log.exception("query %s failed unexpectedly", query_id)
+        _finish(emu, sandbox, query_id, "FAILED", started, errors=[_error("58000", f"System error: {exc}")])
+        return
     finally:
         _active_runs.finished(query_id)
     try:

@@ -529,9 +529,16 @@ def _advance(emu: Emulator, sandbox: str, job_id: str, status: str, **fields) ->
     return emu.store.mutate(sandbox, KIND_JOB, job_id, step)["status"] == status
 
 
+_JOB_ORDER = ("NEW", "QUEUED", "PROCESSING")
+
+
 def run_job(emu: Emulator, sandbox: str, job_id: str) -> None:
     """The job's life: NEW → QUEUED → PROCESSING → SUCCEEDED | FAILED (or CANCELLED when asked)."""
-    for status in ("QUEUED", "PROCESSING"):
+    current = emu.store.get(sandbox, KIND_JOB, job_id)["status"]
+    # A job resumed after a restart continues from where it was, never back to an earlier state
+    # (a CANCELLING job takes the steps, which turn it CANCELLED).
+    reached = _JOB_ORDER.index(current) if current in _JOB_ORDER else 0
+    for status in _JOB_ORDER[reached + 1 :]:
         time.sleep(emu.settings.state_latency_s)
         if not _advance(emu, sandbox, job_id, status):
             return
@@ -545,6 +552,11 @@ def run_job(emu: Emulator, sandbox: str, job_id: str) -> None:
     except (pql.PQLError, psycopg.Error) as exc:
         log.warning("segment job %s failed: %s", job_id, exc)
         _fail_job(emu, sandbox, job, started, "0101", f"Segment evaluation failed: {exc}")
+        return
+    except Exception as exc:
+        # A job must end: left PROCESSING, its pollers would wait until their deadline.
+        log.exception("segment job %s failed unexpectedly", job_id)
+        _fail_job(emu, sandbox, job, started, "0101", f"Segment evaluation failed: internal error: {exc}")
         return
     ended = now_ms()
     metrics["totalTime"] = {"startTimeInMs": job["creationTime"], "endTimeInMs": ended,
