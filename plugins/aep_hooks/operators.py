@@ -177,6 +177,10 @@ class AEPBaseOperator(BaseOperator):
             raise AirflowException(
                 f"AEP {kind} {event['id']} still in state {event.get('state')} at the deadline ({self.timeout})"
             )
+        if event["status"] == "error" and event.get("state") is None:
+            # The trigger could not read the job (an API error outlasting the hook's retries), which
+            # says nothing of the job itself: a task retry reconnects to it from the task state store.
+            raise AirflowException(f"AEP {kind} {event['id']} could not be read: {event.get('message')}")
         error = AEPTerminalStateError(kind, event["id"], event.get("state") or "unknown", event.get("errors"))
         raise AirflowFailException(str(error)) from error
 
@@ -806,13 +810,19 @@ class _AEPFlowOperator(AEPBaseOperator):
             },
         )
 
-    def wait_for_runs(self, context: Context, run_ids: list[str]) -> Any:
-        """Wait for each run in turn (the first unfinished one); ``execute_complete`` continues the list."""
-        self.persist_link(context, AEPFlowRunLink, run_ids[0])
+    def wait_for_runs(self, context: Context, run_ids: list[str], pending: list[str] | None = None) -> Any:
+        """Wait for the runs one after the other; ``execute_complete`` continues with the next pending one.
+
+        :param context: the task context.
+        :param run_ids: every run of this task (the result covers them all).
+        :param pending: the runs not known to have ended yet (default: all).
+        """
+        pending = pending or run_ids
+        self.persist_link(context, AEPFlowRunLink, pending[0])
         return self.wait_for(
             context,
             FlowRunTrigger,
-            run_ids[0],
+            pending[0],
             self.hook.get_run,
             method_kwargs={"run_ids": run_ids},
         )
@@ -820,10 +830,17 @@ class _AEPFlowOperator(AEPBaseOperator):
     def execute_complete(self, context: Context, event: dict[str, Any], **kwargs: Any) -> Any:
         self.check_event("flow run", event)
         run_ids = kwargs["run_ids"]
-        pending = [r for r in run_ids if classify_run(self.hook.get_run(r))[0] == "running"]
+        runs = {r: self.hook.get_run(r) for r in run_ids}
+        pending = [r for r, run in runs.items() if classify_run(run)[0] == "running"]
         if pending:
-            return self.wait_for_runs(context, pending)
-        return self.result(context, [self.hook.get_run(r) for r in run_ids])
+            return self.wait_for_runs(context, run_ids, pending)
+        # Every run must have succeeded, not only the one the last wait watched.
+        for run_id, run in runs.items():
+            status, state = classify_run(run)
+            if status != "success":
+                self.check_event("flow run", {"status": status, "id": run_id, "state": state,
+                                              "errors": FlowRunTrigger.errors(run)})
+        return self.result(context, list(runs.values()))
 
     def result(self, context: Context, runs: list[dict[str, Any]]) -> Any:
         raise NotImplementedError
@@ -1051,7 +1068,7 @@ class AEPActivateAudiencesOperator(_AEPFlowOperator):
     :param s3_path: folder in the bucket.
     :param compression: ``GZIP`` or ``NONE``.
     :param schedule_start_date: the audience selectors' schedule start date (YYYY-MM-DD).
-    :return: ``{"flow_id", "runs": {audience_id: {"run_id", "files", "records"}}}``.
+    :return: ``{"flow_id", "runs": {run_id: {"files", "records"}}}`` (one run per activated audience).
     """
 
     template_fields: Sequence[str] = ("audience_ids", "destination_name", "s3_bucket", "s3_path", "schedule_start_date")

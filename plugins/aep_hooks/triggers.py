@@ -372,7 +372,9 @@ class FlowRunTrigger(AEPJobTrigger):
 
     classify = staticmethod(classify_run)
 
-    def errors(self, doc: dict) -> list:
+    # Static: the flow operators read the errors of runs no trigger watched.
+    @staticmethod
+    def errors(doc: dict) -> list:
         status_summary = (doc.get("metrics") or {}).get("statusSummary") or {}
         return list(status_summary.get("errors") or doc.get("errors") or [])
 

@@ -64,21 +64,6 @@ def read_parquet(s3, bucket: str, key: str) -> pa.Table:
     return pq.read_table(io.BytesIO(s3.get_object(Bucket=bucket, Key=key)["Body"].read()))
 
 
-def read_parquet_prefix(s3, bucket: str, prefix: str) -> pa.Table:
-    """Read every Parquet part under ``prefix`` (never just one part, never a listing guess).
-
-    :param s3: a boto3 S3 client.
-    :param bucket: bucket name.
-    :param prefix: key prefix of the parts, ending with ``/``.
-    """
-    keys = []
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-        keys += [obj["Key"] for obj in page.get("Contents", []) if obj["Key"].endswith(".parquet")]
-    if not keys:
-        raise FileNotFoundError(f"no Parquet parts under s3://{bucket}/{prefix}")
-    return pa.concat_tables([read_parquet(s3, bucket, key) for key in sorted(keys)], promote_options="default")
-
-
 def write_json(s3, bucket: str, key: str, payload: Any) -> None:
     s3.put_object(Bucket=bucket, Key=key, Body=json.dumps(payload, indent=2, default=str).encode(),
                   ContentType="application/json")

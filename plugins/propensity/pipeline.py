@@ -448,17 +448,22 @@ def audience_definitions(context: dict, run: dict, scores_keys: list[str]) -> li
         if not 0.0 < float(share) <= 1.0:
             raise ValueError(f"audience_tiers[{tier!r}] = {share} is not a share of profiles in (0, 1]")
     s3 = _s3()
-    propensity = pa.concat_tables(
+    scores = pa.concat_tables(
         [artifacts.read_parquet(s3, run["artifact_bucket"], key) for key in scores_keys]
-    )[f"_{run['tenant']}"].combine_chunks().field("propensity")
+    )[f"_{run['tenant']}"].combine_chunks()
+    propensity = scores.field("propensity")
+    (model_version,) = pc.unique(scores.field("propensityModelVersion")).to_pylist()
     field = f"_{run['tenant']}.propensity"
+    # Profile attributes are last-write-wins: a user not re-scored today (e.g. converted since) keeps an
+    # old score, so the audiences take only the profiles scored by this run's model.
+    fresh = f'_{run["tenant"]}.propensityModelVersion = "{model_version}"'
     audiences, upper = [], None
     for tier, share in tiers:
         floor = round(float(pc.quantile(propensity, q=1.0 - float(share))[0].as_py()), 6)
         below = f"{field} < {upper}" if upper is not None else f"{field} <= 1"
         audiences.append({
             "name": f"Propensity to subscribe: {tier}",
-            "pql": f"{field} >= {floor} and {below}",
+            "pql": f"{field} >= {floor} and {below} and {fresh}",
             "description": f"Top {float(share):.0%} of profiles by propensity as of {run['as_of']} "
                            f"(propensity in [{floor}, {upper if upper is not None else 1}]).",
         })

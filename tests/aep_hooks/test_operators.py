@@ -12,6 +12,7 @@ import pytest
 from aep_hooks.exceptions import AEPApiError
 from aep_hooks.links import AEPBatchLink, AEPQueryLink
 from aep_hooks.operators import (
+    AEPActivateAudiencesOperator,
     AEPAudienceOperator,
     AEPBatchIngestOperator,
     AEPDatasetExportOperator,
@@ -559,3 +560,33 @@ def test_links_point_to_the_aep_ui_from_xcom():
         )
         assert AEPDatasetLink().get_link(None, ti_key=None).endswith("/sname:dev/platform/dataset/browse/d1")
         assert AEPQueryLink().get_link(None, ti_key=None) == ""
+
+
+# --------------------------------------------------------------------------- waiting outcomes
+
+
+def test_a_job_that_could_not_be_read_fails_the_try_not_the_task():
+    """An API error in the trigger says nothing of the job: retryable, unlike a failed job."""
+    op = AEPQueryOperator(task_id="q", sql="SELECT 1")
+    unreadable = {"status": "error", "id": "q1", "state": None, "errors": [{}], "message": "503 after retries"}
+    with pytest.raises(AirflowException, match="could not be read") as raised:
+        op.check_event("query", unreadable)
+    assert not isinstance(raised.value, AirflowFailException)
+    with pytest.raises(AirflowFailException, match="FAILED"):
+        op.check_event("query", {**unreadable, "state": "FAILED"})
+
+
+def test_activation_fails_when_any_of_its_runs_failed(monkeypatch):
+    """The deferral watched the first run only; a second audience's failed run must still fail the task."""
+    done = {"durationSummary": {"completedAtUTC": 2}}
+    runs = {
+        "r1": {"id": "r1", "metrics": {**done, "statusSummary": {"status": "success"}}},
+        "r2": {"id": "r2", "metrics": {**done, "statusSummary": {"status": "failed", "errors": [{"message": "disk"}]}}},
+    }
+    hook = SimpleNamespace(get_run=runs.__getitem__)
+    monkeypatch.setattr(AEPActivateAudiencesOperator, "hook", hook)
+    op = AEPActivateAudiencesOperator(task_id="act", audience_ids=["a1", "a2"], destination_name="d",
+                                      s3_bucket="b", s3_path="p")
+    event = {"status": "success", "id": "r1", "state": "success", "errors": []}
+    with pytest.raises(AirflowFailException, match="r2"):
+        op.execute_complete({}, event, run_ids=["r1", "r2"])
