@@ -21,6 +21,7 @@ _CTAS = re.compile(
 )
 _INSERT_INTO = re.compile(r"^\s*INSERT\s+INTO\s+" + _IDENT + r"(?=[\s(])", re.IGNORECASE)
 _DROP_TABLE = re.compile(r"^\s*DROP\s+TABLE\s+(?P<if_exists>IF\s+EXISTS\s+)?" + _IDENT + r"\s*$", re.IGNORECASE)
+_ANY_DROP_TABLE = re.compile(r"^\s*DROP\s+TABLE\b", re.IGNORECASE)
 _LEADING_COMMENTS = re.compile(r"(?:\s*(?:--[^\n]*(?:\n|$)|/\*.*?\*/))*\s*", re.DOTALL)
 _SCHEMA_OPTION = re.compile(r"""\bschema\s*=\s*'(?P<title>(?:[^']|'')*)'""", re.IGNORECASE)
 
@@ -169,4 +170,7 @@ def classify(statement: str) -> Statement:
             table=_table_name(match.group("table")),
             if_exists=bool(match.group("if_exists")),
         )
+    if _ANY_DROP_TABLE.match(code):
+        # Several tables, a schema-qualified name or CASCADE would escape the one-dataset check.
+        return Statement(sql=statement, kind="unsupported_drop")
     return Statement(sql=statement)

@@ -852,9 +852,10 @@ def load_batch(emu: Emulator, sandbox: str, batch_id: str) -> None:
 def _replay(conn: psycopg.Connection, store: Store, sandbox: str, batch: dict, dataset: dict) -> None:
     """Retire the batch's predecessors: their rows go and they become inactive."""
     predecessors = (batch.get("replay") or {}).get("predecessors", [])
-    tables.delete_batch_rows(conn, sandbox, dataset_table(dataset), predecessors)
+    # Documents first, rows second: the order REVERT takes its locks in, so the two cannot deadlock.
     for predecessor in predecessors:
         store.mutate(sandbox, BATCH_KIND, predecessor, lambda doc: {**doc, "status": "inactive", "updated": now_ms()})
+    tables.delete_batch_rows(conn, sandbox, dataset_table(dataset), predecessors)
 
 
 def recover(emu: Emulator) -> None:

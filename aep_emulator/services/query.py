@@ -225,6 +225,8 @@ def _execute(emu: Emulator, sandbox: str, doc: dict) -> _Outcome:
         for statement in map(qs_sql.classify, qs_sql.split_statements(doc["effectiveSQL"])):
             if _active_runs.is_cancelled(doc["id"]):
                 raise QueryKilled()
+            if statement.kind == "unsupported_drop":
+                raise QueryFailed("0A000", "DROP TABLE takes one unqualified table name, without CASCADE")
             dropped_dataset = _droppable_dataset(emu, sandbox, statement.table) if statement.kind == "drop" else None
             if statement.kind == "ctas":
                 target_schema_id = _target_schema_id(emu, sandbox, statement.schema_title)
