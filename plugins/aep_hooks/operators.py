@@ -845,14 +845,30 @@ class _AEPFlowOperator(AEPBaseOperator):
     def result(self, context: Context, runs: list[dict[str, Any]]) -> Any:
         raise NotImplementedError
 
-    def adhoc_run_ids(self, context: Context, start: Callable[[], list[str]]) -> list[str]:
-        """Runs an earlier try started and that are still in flight, else the runs ``start`` starts."""
+    def adhoc_run_ids(self, context: Context, flow_id: str, start: Callable[[], list[str]]) -> list[str]:
+        """Runs an earlier try started and that are still in flight, else the runs ``start`` starts.
+
+        When AEP answers that a run is already going on (an earlier try started it but never heard
+        back), that run is adopted from the flow's runs: another is never started beside it.
+
+        :param context: the task context.
+        :param flow_id: the flow the runs belong to.
+        :param start: starts the ad-hoc run(s) and returns their ids.
+        """
         state = _task_state(context)
         run_ids = (state.get("run_ids") if state is not None else None) or []
         if run_ids and any(classify_run(self.hook.get_run(r))[0] == "running" for r in run_ids):
             self.log.info("Reconnecting to flow runs %s started by an earlier try", run_ids)
             return run_ids
-        run_ids = start()
+        try:
+            run_ids = start()
+        except AEPApiError as err:
+            if err.status != 400 or "already" not in str(err.message).lower():
+                raise
+            run_ids = [run["id"] for run in self.hook.find_runs(flow_id) if classify_run(run)[0] == "running"]
+            if not run_ids:
+                raise
+            self.log.warning("AEP says a run is already going on for flow %s: adopting %s", flow_id, run_ids)
         if state is not None:
             state.set("run_ids", run_ids)
         return run_ids
@@ -898,7 +914,9 @@ class AEPDatasetExportOperator(_AEPFlowOperator):
 
     def execute(self, context: Context) -> Any:
         flow_id = self._ensure_flow()
-        run_ids = self.adhoc_run_ids(context, lambda: [self.hook.run_dataset_export(flow_id, self.dataset_id)])
+        run_ids = self.adhoc_run_ids(
+            context, flow_id, lambda: [self.hook.run_dataset_export(flow_id, self.dataset_id)]
+        )
         return self.wait_for_runs(context, run_ids)
 
     def _ensure_flow(self) -> str:
@@ -1100,7 +1118,7 @@ class AEPActivateAudiencesOperator(_AEPFlowOperator):
             order = self.hook.run_audience_activation(flow_id, audience_ids)["order"]
             return [item["statusURL"].rstrip("/").rsplit("/", 1)[-1] for item in order]
 
-        return self.wait_for_runs(context, self.adhoc_run_ids(context, start))
+        return self.wait_for_runs(context, self.adhoc_run_ids(context, flow_id, start))
 
     def _ensure_flow(self) -> str:
         spec = next(

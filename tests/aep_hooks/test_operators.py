@@ -590,3 +590,22 @@ def test_activation_fails_when_any_of_its_runs_failed(monkeypatch):
     event = {"status": "success", "id": "r1", "state": "success", "errors": []}
     with pytest.raises(AirflowFailException, match="r2"):
         op.execute_complete({}, event, run_ids=["r1", "r2"])
+
+
+def test_ad_hoc_run_already_going_on_is_adopted_not_duplicated(monkeypatch):
+    """An earlier try started the run but never heard back: AEP refuses another, the task adopts it."""
+    running = {"id": "r-earlier", "metrics": {"statusSummary": {"status": "processing"}}}
+    finished = {"id": "r-old", "metrics": {"durationSummary": {"completedAtUTC": 1}, "statusSummary": {"status": "success"}}}
+    hook = SimpleNamespace(find_runs=lambda flow_id: [finished, running] if flow_id == "f1" else [])
+    monkeypatch.setattr(AEPDatasetExportOperator, "hook", hook)
+    op = AEPDatasetExportOperator(task_id="export", dataset_id="d1", flow_name="f", s3_bucket="b", s3_path="p")
+    refused = AEPApiError(400, {"message": "A run already exists for flow f1 and dataset d1"}, method="POST",
+                          url="https://platform.test/adhocrun")
+    starts = mock.Mock(side_effect=refused)
+    state = {}
+    context = {"task_state_store": SimpleNamespace(get=state.get, set=state.__setitem__)}
+    assert op.adhoc_run_ids(context, "f1", starts) == ["r-earlier"]
+    assert starts.call_count == 1 and state["run_ids"] == ["r-earlier"]
+    other = AEPApiError(400, {"message": "Flow for id f1 is incorrect"}, method="POST", url="https://platform.test/adhocrun")
+    with pytest.raises(AEPApiError):
+        op.adhoc_run_ids({"task_state_store": None}, "f1", mock.Mock(side_effect=other))
