@@ -130,25 +130,29 @@ def _files_of(emu: Emulator, sandbox: str, file_id: str) -> tuple[str, list[Stag
 @router.api_route("/files/{file_id}", methods=["GET", "HEAD"])
 def dataset_file(file_id: str, request: Request, emu: Emulator = Depends(emulator), ctx: CallContext = Depends(call_context)):
     batch_id, files = _files_of(emu, ctx.sandbox, file_id)
-    path = request.query_params.get("path")
-    if path is None:
-        return _page(request, _file_entries(request, files, f"{request.base_url}{router.prefix.lstrip('/')}/files/{file_id}"))
-    staged = next((f for f in files if f.path == path), None)
-    if staged is None:
-        raise not_found(f"dataset file {file_id} has no file {path!r}")
-    return _content(emu, request, staged.key, path)
+    base = f"{request.base_url}{router.prefix.lstrip('/')}/files/{file_id}"
+    return _listing_or_content(emu, request, files, base, f"dataset file {file_id}")
 
 
 @router.get("/batches/{batch_id}/failed")
 def failed_files(batch_id: str, request: Request, emu: Emulator = Depends(emulator), ctx: CallContext = Depends(call_context)):
     batch = _batch(emu, ctx.sandbox, batch_id)
     files = list_staged_files(emu, ctx.sandbox, batch_id) if batch["status"] == "failed" else []
+    base = str(request.url.remove_query_params(["path", "start", "limit"]))
+    return _listing_or_content(emu, request, files, base, f"failed batch {batch_id}")
+
+
+def _listing_or_content(emu: Emulator, request: Request, files: list, base_url: str, owner: str):
+    """Without ``path``: a page of the files' entries (links under ``base_url``); with it: that file's bytes.
+
+    :param owner: what holds the files, for the 404 message.
+    """
     path = request.query_params.get("path")
     if path is None:
-        return _page(request, _file_entries(request, files, str(request.url.remove_query_params(["path", "start", "limit"]))))
+        return _page(request, _file_entries(request, files, base_url))
     staged = next((f for f in files if f.path == path), None)
     if staged is None:
-        raise not_found(f"failed batch {batch_id} has no file {path!r}")
+        raise not_found(f"{owner} has no file {path!r}")
     return _content(emu, request, staged.key, path)
 
 

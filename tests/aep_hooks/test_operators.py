@@ -371,24 +371,8 @@ def test_query_terminal_failure_fails_with_aep_error(requests_mock, context, sta
         query_operator().execute(context)
 
 
-def test_query_ctas_without_rows_fails(requests_mock, context):
-    requests_mock.post(QUERIES, json={"id": "q1"})
-    requests_mock.get(
-        f"{QUERIES}/q1",
-        json={
-            "id": "q1",
-            "state": "SUCCESS",
-            "isCTAS": True,
-            "rowCount": 0,
-            "_links": {"created_dataset": {"id": "d9"}},
-        },
-    )
-    requests_mock.get(f"{CATALOG}/dataSets/d9", json={"d9": {"name": "features"}})
-    with pytest.raises(AirflowFailException, match="wrote no rows"):
-        query_operator(ctas_table="features").execute(context)
-
-
-def test_query_ctas_returns_dataset_and_sends_ctas_parameters(requests_mock, context):
+def finished_ctas(requests_mock, row_count: int):
+    """A CTAS query q1 that ended SUCCESS with ``row_count`` rows in dataset d9; returns the submit mock."""
     submit = requests_mock.post(QUERIES, json={"id": "q1"})
     requests_mock.get(
         f"{QUERIES}/q1",
@@ -396,11 +380,22 @@ def test_query_ctas_returns_dataset_and_sends_ctas_parameters(requests_mock, con
             "id": "q1",
             "state": "SUCCESS",
             "isCTAS": True,
-            "rowCount": 7,
+            "rowCount": row_count,
             "_links": {"created_dataset": {"id": "d9"}},
         },
     )
     requests_mock.get(f"{CATALOG}/dataSets/d9", json={"d9": {"name": "features"}})
+    return submit
+
+
+def test_query_ctas_without_rows_fails(requests_mock, context):
+    finished_ctas(requests_mock, 0)
+    with pytest.raises(AirflowFailException, match="wrote no rows"):
+        query_operator(ctas_table="features").execute(context)
+
+
+def test_query_ctas_returns_dataset_and_sends_ctas_parameters(requests_mock, context):
+    submit = finished_ctas(requests_mock, 7)
 
     result = query_operator(ctas_table="features").execute(context)
 
