@@ -66,7 +66,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await qs_proxy.stop()
         emu.stop()
 
-    app = FastAPI(title="AEP emulator", lifespan=lifespan, docs_url="/_emulator/docs", openapi_url="/_emulator/openapi.json")
+    app = FastAPI(
+        title="AEP emulator", lifespan=lifespan, docs_url="/_emulator/docs", openapi_url="/_emulator/openapi.json"
+    )
     app.state.emulator = emu
     for module in modules:
         app.include_router(module.router)

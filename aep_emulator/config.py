@@ -26,15 +26,15 @@ class Settings:
     port: int = field(default_factory=lambda: int(_env("AEP_EMULATOR_PORT", "8765")))
     qs_port: int = field(default_factory=lambda: int(_env("AEP_QS_PORT", "55433")))
     # PostgreSQL holding the emulator's state and the Query Service tables.
-    pg_dsn: str = field(
-        default_factory=lambda: _env("AEP_PG_DSN", "postgresql://aep:aep@127.0.0.1:55432/aep")
-    )
+    pg_dsn: str = field(default_factory=lambda: _env("AEP_PG_DSN", "postgresql://aep:aep@127.0.0.1:55432/aep"))
     # S3-compatible storage: batch files, dataset exports, activation files.
     s3_endpoint: str = field(default_factory=lambda: _env("AEP_S3_ENDPOINT", "http://127.0.0.1:8333"))
     # AWS-shaped keys: AEP's S3 destination connections validate the key format, and the local
     # pipeline hands the same keys to the emulator's S3 destination.
     s3_access_key: str = field(default_factory=lambda: _env("AEP_S3_ACCESS_KEY", "AEPLOCALSTACKKEY2345"))
-    s3_secret_key: str = field(default_factory=lambda: _env("AEP_S3_SECRET_KEY", "aeplocalsecret0aeplocalsecret0aeplocal00"))
+    s3_secret_key: str = field(
+        default_factory=lambda: _env("AEP_S3_SECRET_KEY", "aeplocalsecret0aeplocalsecret0aeplocal00")
+    )
     s3_region: str = field(default_factory=lambda: _env("AEP_S3_REGION", "us-east-1"))
     # Bucket where the emulator keeps uploaded batch files (AEP's own staging area).
     staging_bucket: str = field(default_factory=lambda: _env("AEP_STAGING_BUCKET", "aep-staging"))

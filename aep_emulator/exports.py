@@ -151,8 +151,12 @@ class _PartWriter:
         if self._path is None:
             return
         self._writer.close()
-        suffix = {("PARQUET", True): ".gz.parquet", ("PARQUET", False): ".parquet",
-                  ("JSON", True): ".json.gz", ("JSON", False): ".json"}[(self.file_type, self.gzipped)]
+        suffix = {
+            ("PARQUET", True): ".gz.parquet",
+            ("PARQUET", False): ".parquet",
+            ("JSON", True): ".json.gz",
+            ("JSON", False): ".json",
+        }[(self.file_type, self.gzipped)]
         key = f"{self.prefix}/{_part_name(len(self.result.keys), suffix)}"
         try:
             self.emu.s3.upload_file(self._path, self.bucket, key)
@@ -163,8 +167,9 @@ class _PartWriter:
             self._path = None
 
 
-def export_dataset(emu: Emulator, sandbox: str, table: str, bucket: str, prefix: str, *,
-                   file_type: str, compression: str) -> ExportResult:
+def export_dataset(
+    emu: Emulator, sandbox: str, table: str, bucket: str, prefix: str, *, file_type: str, compression: str
+) -> ExportResult:
     """Write a dataset's table (XDM columns only, no system columns) as parts under ``prefix``.
 
     :param table: the dataset's Query Service table name.
@@ -201,8 +206,19 @@ def _csv_value(value: Any, null_value: str, empty_value: str) -> str:
     return str(value)
 
 
-def write_audience_csv(emu: Emulator, sandbox: str, job_id: str, segment_id: str, bucket: str, key: str, *,
-                       namespaces: list[str], attributes: list[str], csv_options: dict, gzipped: bool) -> ExportResult:
+def write_audience_csv(
+    emu: Emulator,
+    sandbox: str,
+    job_id: str,
+    segment_id: str,
+    bucket: str,
+    key: str,
+    *,
+    namespaces: list[str],
+    attributes: list[str],
+    csv_options: dict,
+    gzipped: bool,
+) -> ExportResult:
     """Write an audience's members (one identity column per namespace, then the selected attributes).
 
     :param job_id: the segment job whose stored members are exported.
@@ -231,7 +247,9 @@ def write_audience_csv(emu: Emulator, sandbox: str, job_id: str, segment_id: str
             for chunk in iter_members(emu, sandbox, job_id, segment_id):
                 for namespace, identity, values in chunk:
                     identities = [identity if ns == namespace else null_value for ns in namespaces]
-                    writer.writerow([*identities, *(_csv_value(values.get(a), null_value, empty_value) for a in attributes)])
+                    writer.writerow(
+                        [*identities, *(_csv_value(values.get(a), null_value, empty_value) for a in attributes)]
+                    )
                 result.records += len(chunk)
         emu.s3.upload_file(path, bucket, key)
         result.output_bytes = os.path.getsize(path)

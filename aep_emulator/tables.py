@@ -108,7 +108,6 @@ def delete_batch_rows(conn: psycopg.Connection, sandbox: str, table: str, batch_
     return cur.rowcount
 
 
-
 class _ConnectionDatabase:
     """A stand-in for :class:`~aep_emulator.db.Database` that hands out one open connection."""
 

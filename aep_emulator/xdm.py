@@ -88,7 +88,7 @@ class Field:
 def alt_id(resource_id: str) -> str:
     """``meta:altId`` of a ``$id``: ``https://ns.adobe.com/acme/schemas/x`` -> ``_acme.schemas.x``."""
     if resource_id.startswith("https://ns.adobe.com/"):
-        return "_" + resource_id[len("https://ns.adobe.com/"):].replace("/", ".")
+        return "_" + resource_id[len("https://ns.adobe.com/") :].replace("/", ".")
     return resource_id
 
 
@@ -287,7 +287,9 @@ def _leaf_type(node: dict) -> str | None:
         return {"date-time": "date-time", "date": "date"}.get(node.get("format"), "string")
     if json_type in ("number", "boolean", "array", "integer"):
         return "long" if json_type == "integer" else json_type
-    raise XDMError(f"property type {json_type!r} is not an XDM type; use string, number, integer, boolean, object or array")
+    raise XDMError(
+        f"property type {json_type!r} is not an XDM type; use string, number, integer, boolean, object or array"
+    )
 
 
 def _walk(properties: dict, required: Iterable[str], prefix: str, parent_required: bool, out: dict[str, Field]) -> None:
@@ -311,7 +313,7 @@ def _collect(emu: Emulator, sandbox: str, doc: dict, out: dict[str, Field], seen
         if ref is None:
             _walk(part.get("properties", {}), part.get("required", required), "", True, out)
         elif ref.startswith("#/definitions/"):
-            definition = doc.get("definitions", {}).get(ref[len("#/definitions/"):])
+            definition = doc.get("definitions", {}).get(ref[len("#/definitions/") :])
             if definition is None:
                 raise XDMError(f"{doc.get('$id')} refers to missing definition {ref}")
             _walk(definition.get("properties", {}), definition.get("required", required), "", True, out)
@@ -338,7 +340,7 @@ def resolved_properties(emu: Emulator, sandbox: str, doc: dict) -> dict:
     for part in doc.get("allOf", ()):
         ref = part.get("$ref", "")
         if ref.startswith("#/definitions/"):
-            merge(merged, doc.get("definitions", {}).get(ref[len("#/definitions/"):], {}).get("properties", {}))
+            merge(merged, doc.get("definitions", {}).get(ref[len("#/definitions/") :], {}).get("properties", {}))
         elif ref:
             target = find_resource(emu, sandbox, ref)
             if target is not None:
@@ -409,7 +411,9 @@ def register_adhoc_schema(emu: Emulator, sandbox: str, title: str, fields: Itera
     properties: dict = {}
     for field in fields:
         if field.xdm_type not in _JSON_SCHEMA_TYPES:
-            raise XDMError(f"field {field.path!r} has XDM type {field.xdm_type!r}; use one of {sorted(_JSON_SCHEMA_TYPES)}")
+            raise XDMError(
+                f"field {field.path!r} has XDM type {field.xdm_type!r}; use one of {sorted(_JSON_SCHEMA_TYPES)}"
+            )
         *parents, leaf = field.path.split(".")
         node = properties
         for parent in parents:
@@ -457,7 +461,7 @@ def apply_json_patch(doc: dict, operations: Any) -> dict:
     :raises JsonPatchError: naming the operation that cannot be applied.
     """
     if not isinstance(operations, list):
-        raise JsonPatchError("the body must be a JSON Patch array, e.g. [{\"op\":\"add\",\"path\":\"/x\",\"value\":1}]")
+        raise JsonPatchError('the body must be a JSON Patch array, e.g. [{"op":"add","path":"/x","value":1}]')
     result = copy.deepcopy(doc)
     for op in operations:
         if not isinstance(op, dict) or "op" not in op or "path" not in op:

@@ -237,8 +237,13 @@ def run_foreground(stack: StackSettings, schedule: bool = False) -> int:
     _prepare(stack)
     started = time.monotonic()
     # Its own session: Ctrl-C reaches only this process, which then stops the whole tree in order.
-    process = subprocess.Popen(["airflow", "standalone"], env=airflow_env(stack, schedule), cwd=PROJECT_ROOT,
-                               stdin=subprocess.DEVNULL, start_new_session=True)
+    process = subprocess.Popen(
+        ["airflow", "standalone"],
+        env=airflow_env(stack, schedule),
+        cwd=PROJECT_ROOT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     pid_file(stack).write(process.pid)
     stopping = threading.Event()
 
@@ -290,16 +295,28 @@ def status(stack: StackSettings) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="bin/airflow-ui", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", nargs="?", default="start", choices=("start", "stop", "status", "prepare"),
-                        help="start (default): run Airflow; stop: stop a background Airflow; status: its health; "
-                        "prepare: only create/migrate the metadata database and set the pool (docker-compose's airflow-init)")
-    parser.add_argument("--background", action="store_true",
-                        help=f"start detached (PID file run/airflow.pid, log logs/airflow.log), wait until healthy "
-                        f"(at most {START_TIMEOUT_S} s) and return")
-    parser.add_argument("--schedule", action="store_true",
-                        help="let the scheduler create scheduled runs (off by default: only manual runs run)")
+    parser = argparse.ArgumentParser(
+        prog="bin/airflow-ui", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "command",
+        nargs="?",
+        default="start",
+        choices=("start", "stop", "status", "prepare"),
+        help="start (default): run Airflow; stop: stop a background Airflow; status: its health; "
+        "prepare: only create/migrate the metadata database and set the pool (docker-compose's airflow-init)",
+    )
+    parser.add_argument(
+        "--background",
+        action="store_true",
+        help=f"start detached (PID file run/airflow.pid, log logs/airflow.log), wait until healthy "
+        f"(at most {START_TIMEOUT_S} s) and return",
+    )
+    parser.add_argument(
+        "--schedule",
+        action="store_true",
+        help="let the scheduler create scheduled runs (off by default: only manual runs run)",
+    )
     args = parser.parse_args(argv)
     # Started from a non-interactive shell with `&`, this process inherits SIGINT ignored, and so
     # would standalone, which shuts down in order only on SIGINT: a handler here is reset to the

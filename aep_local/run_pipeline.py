@@ -19,16 +19,33 @@ from datetime import time as dtime
 from pathlib import Path
 
 DAG_ID = "aep_propensity_pipeline"
-STAGES = ("setup", "synthetic_data", "eda", "featurize", "export", "train", "score", "ingest_scores", "audiences",
-          "activate", "summary")
+STAGES = (
+    "setup",
+    "synthetic_data",
+    "eda",
+    "featurize",
+    "export",
+    "train",
+    "score",
+    "ingest_scores",
+    "audiences",
+    "activate",
+    "summary",
+)
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="bin/run-pipeline", description=__doc__)
-    parser.add_argument("--date", type=date.fromisoformat, default=datetime.now(UTC).date(),
-                        help="as-of date YYYY-MM-DD (default: today, UTC)")
+    parser.add_argument(
+        "--date",
+        type=date.fromisoformat,
+        default=datetime.now(UTC).date(),
+        help="as-of date YYYY-MM-DD (default: today, UTC)",
+    )
     parser.add_argument("--profiles", type=int, default=100_000, help="synthetic population size (default 100000)")
-    parser.add_argument("--conf", type=json.loads, default={}, help='more DAG params as JSON, e.g. \'{"activate": false}\'')
+    parser.add_argument(
+        "--conf", type=json.loads, default={}, help="more DAG params as JSON, e.g. '{\"activate\": false}'"
+    )
     parser.add_argument("--json", action="store_true", help="print the summary as JSON only")
     return parser.parse_args(argv)
 
@@ -129,13 +146,17 @@ def main(argv: list[str] | None = None) -> int:
 
 def _print_report(as_of: date, result: dict) -> None:
     summary = result["summary"] or {}
-    print(f"\nAEP propensity pipeline, as of {as_of}: {result['state']} in {result['wall_seconds']} s "
-          f"(run {result['dag_run']})")
+    print(
+        f"\nAEP propensity pipeline, as of {as_of}: {result['state']} in {result['wall_seconds']} s "
+        f"(run {result['dag_run']})"
+    )
     if result["failed_tasks"]:
         print(f"  failed tasks: {', '.join(result['failed_tasks'])} (see {result['task_logs']})")
     print(f"  events ingested: {summary.get('events_ingested')} in {summary.get('event_batches')} batches")
-    print(f"  ROC AUC: {summary.get('roc_auc')} (ceiling {summary.get('ceiling_roc_auc')}, "
-          f"baseline {summary.get('baseline_roc_auc')})")
+    print(
+        f"  ROC AUC: {summary.get('roc_auc')} (ceiling {summary.get('ceiling_roc_auc')}, "
+        f"baseline {summary.get('baseline_roc_auc')})"
+    )
     print(f"  scored profiles: {summary.get('scored_profiles')} (batch {summary.get('scores_batch')})")
     for name, count in (summary.get("audiences") or {}).items():
         print(f"  audience {name!r}: {count} profiles")

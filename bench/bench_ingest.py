@@ -31,8 +31,15 @@ from tests.support.emulator import AEPClient, free_port
 
 TARGET_ROWS_PER_S = 300_000
 TARGET_RSS_BYTES = 1 << 30
-EVENT_TYPES = np.array(["web.webpagedetails.pageViews", "web.webinteraction.linkClicks", "directMarketing.emailOpened",
-                        "directMarketing.emailClicked", "directMarketing.emailSent"])
+EVENT_TYPES = np.array(
+    [
+        "web.webpagedetails.pageViews",
+        "web.webinteraction.linkClicks",
+        "directMarketing.emailOpened",
+        "directMarketing.emailClicked",
+        "directMarketing.emailSent",
+    ]
+)
 
 
 def _text(values: np.ndarray) -> pa.Array:
@@ -45,20 +52,28 @@ def event_table(rows: int, tenant: str, seed: int = 7) -> pa.Table:
     rng = np.random.default_rng(seed)
     users = _text(np.char.add("user-", rng.integers(0, 50_000, rows).astype(str)))
     start = np.datetime64("2024-01-01T00:00:00", "us")
-    timestamps = pa.array(start + rng.integers(0, 90 * 86_400_000_000, rows).astype("timedelta64[us]"), pa.timestamp("us", tz="UTC"))
+    timestamps = pa.array(
+        start + rng.integers(0, 90 * 86_400_000_000, rows).astype("timedelta64[us]"), pa.timestamp("us", tz="UTC")
+    )
     kinds = rng.integers(0, len(EVENT_TYPES), rows)
     is_web = kinds < 2
     page_views = pa.StructArray.from_arrays([pa.array(np.where(kinds == 0, 1.0, 0.0))], names=["value"])
     web = pa.StructArray.from_arrays(
         [
             pa.StructArray.from_arrays(
-                [_text(np.char.add("https://acme.example/p/", (kinds * 7 + rng.integers(0, 40, rows)).astype(str))),
-                 _text(np.char.add("page ", rng.integers(0, 40, rows).astype(str))), page_views],
+                [
+                    _text(np.char.add("https://acme.example/p/", (kinds * 7 + rng.integers(0, 40, rows)).astype(str))),
+                    _text(np.char.add("page ", rng.integers(0, 40, rows).astype(str))),
+                    page_views,
+                ],
                 names=["URL", "name", "pageViews"],
             ),
             pa.StructArray.from_arrays(
-                [_text(np.where(kinds == 1, "cta", "")), _text(np.where(kinds == 1, "other", "")),
-                 pa.StructArray.from_arrays([pa.array(np.where(kinds == 1, 1.0, 0.0))], names=["value"])],
+                [
+                    _text(np.where(kinds == 1, "cta", "")),
+                    _text(np.where(kinds == 1, "other", "")),
+                    pa.StructArray.from_arrays([pa.array(np.where(kinds == 1, 1.0, 0.0))], names=["value"]),
+                ],
                 names=["name", "type", "linkClicks"],
             ),
         ],
@@ -71,14 +86,16 @@ def event_table(rows: int, tenant: str, seed: int = 7) -> pa.Table:
         names=["opens", "clicks", "sends", "messageID"],
         mask=pa.array(is_web),
     )
-    return pa.table({
-        "_id": pa.array([uuid.UUID(int=int(i)).hex for i in rng.integers(0, 2**63, rows)]),
-        "timestamp": timestamps,
-        "eventType": _text(EVENT_TYPES[kinds]),
-        f"_{tenant}": pa.StructArray.from_arrays([users], names=["userid"]),
-        "web": web,
-        "directMarketing": direct_marketing,
-    })
+    return pa.table(
+        {
+            "_id": pa.array([uuid.UUID(int=int(i)).hex for i in rng.integers(0, 2**63, rows)]),
+            "timestamp": timestamps,
+            "eventType": _text(EVENT_TYPES[kinds]),
+            f"_{tenant}": pa.StructArray.from_arrays([users], names=["userid"]),
+            "web": web,
+            "directMarketing": direct_marketing,
+        }
+    )
 
 
 def parquet_parts(table: pa.Table, files: int) -> list[bytes]:
@@ -101,8 +118,13 @@ def peak_rss(pid: int) -> int:
 
 def start_emulator(sandbox: str) -> tuple[subprocess.Popen, str]:
     port = free_port()
-    env = {**os.environ, "AEP_EMULATOR_PORT": str(port), "AEP_QS_PORT": str(free_port()),
-           "AEP_SANDBOXES": f"{','.join(get_settings().sandboxes)},{sandbox}", "AEP_STATE_LATENCY_S": "0"}
+    env = {
+        **os.environ,
+        "AEP_EMULATOR_PORT": str(port),
+        "AEP_QS_PORT": str(free_port()),
+        "AEP_SANDBOXES": f"{','.join(get_settings().sandboxes)},{sandbox}",
+        "AEP_STATE_LATENCY_S": "0",
+    }
     process = subprocess.Popen([sys.executable, "-m", "aep_emulator"], cwd=PROJECT_ROOT, env=env)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
@@ -121,19 +143,37 @@ def start_emulator(sandbox: str) -> tuple[subprocess.Popen, str]:
 def setup_dataset(aep: AEPClient, tenant: str) -> str:
     """An ExperienceEvent schema (web, direct marketing, tenant userid) and its dataset."""
     suffix = uuid.uuid4().hex[:8]
-    field_group = aep.post("/data/foundation/schemaregistry/tenant/fieldgroups", json={
-        "title": f"bench fg {suffix}", "type": "object", "meta:intendedToExtend": [EXPERIENCE_EVENT],
-        "definitions": {"f": {"properties": {f"_{tenant}": {"type": "object", "properties": {"userid": {"type": "string"}}}}}},
-        "allOf": [{"$ref": "#/definitions/f"}],
-    })
+    field_group = aep.post(
+        "/data/foundation/schemaregistry/tenant/fieldgroups",
+        json={
+            "title": f"bench fg {suffix}",
+            "type": "object",
+            "meta:intendedToExtend": [EXPERIENCE_EVENT],
+            "definitions": {
+                "f": {"properties": {f"_{tenant}": {"type": "object", "properties": {"userid": {"type": "string"}}}}}
+            },
+            "allOf": [{"$ref": "#/definitions/f"}],
+        },
+    )
     field_group.raise_for_status()
-    schema = aep.post("/data/foundation/schemaregistry/tenant/schemas", json={
-        "title": f"bench events {suffix}", "type": "object",
-        "allOf": [{"$ref": EXPERIENCE_EVENT}, {"$ref": WEB_FIELD_GROUP}, {"$ref": DIRECT_MARKETING_FIELD_GROUP},
-                  {"$ref": field_group.json()["$id"]}],
-    })
+    schema = aep.post(
+        "/data/foundation/schemaregistry/tenant/schemas",
+        json={
+            "title": f"bench events {suffix}",
+            "type": "object",
+            "allOf": [
+                {"$ref": EXPERIENCE_EVENT},
+                {"$ref": WEB_FIELD_GROUP},
+                {"$ref": DIRECT_MARKETING_FIELD_GROUP},
+                {"$ref": field_group.json()["$id"]},
+            ],
+        },
+    )
     schema.raise_for_status()
-    dataset = aep.post("/data/foundation/catalog/dataSets", json={"name": f"bench_events_{suffix}", "schemaRef": {"id": schema.json()["$id"]}})
+    dataset = aep.post(
+        "/data/foundation/catalog/dataSets",
+        json={"name": f"bench_events_{suffix}", "schemaRef": {"id": schema.json()["$id"]}},
+    )
     dataset.raise_for_status()
     return dataset.json()[0].rsplit("/", 1)[1]
 
@@ -141,14 +181,20 @@ def setup_dataset(aep: AEPClient, tenant: str) -> str:
 def run(aep: AEPClient, dataset_id: str, parts: list[bytes]) -> tuple[float, dict]:
     """PUT every part, COMPLETE, wait for a terminal status; return (seconds, batch)."""
     started = time.monotonic()
-    batch = aep.post("/data/foundation/import/batches", json={"datasetId": dataset_id, "inputFormat": {"format": "parquet"}})
+    batch = aep.post(
+        "/data/foundation/import/batches", json={"datasetId": dataset_id, "inputFormat": {"format": "parquet"}}
+    )
     batch.raise_for_status()
     batch_id = batch.json()["id"]
 
     def put(item: tuple[int, bytes]) -> None:
         index, data = item
-        resp = aep.request("PUT", f"/data/foundation/import/batches/{batch_id}/datasets/{dataset_id}/files/part-{index:05d}.parquet",
-                           data=data, headers={"Content-Type": "application/octet-stream"})
+        resp = aep.request(
+            "PUT",
+            f"/data/foundation/import/batches/{batch_id}/datasets/{dataset_id}/files/part-{index:05d}.parquet",
+            data=data,
+            headers={"Content-Type": "application/octet-stream"},
+        )
         resp.raise_for_status()
 
     with ThreadPoolExecutor(max_workers=2) as pool:
@@ -186,8 +232,10 @@ def main() -> int:
         dataset_id = setup_dataset(aep, settings.tenant_id)
         seconds, batch = run(aep, dataset_id, parts)
         rate = batch["metrics"].get("outputRecordCount", 0) / seconds
-        print(f"status {batch['status']}: {batch['metrics']} in {seconds:.2f} s -> {rate:,.0f} rows/s "
-              f"(target {TARGET_ROWS_PER_S:,})")
+        print(
+            f"status {batch['status']}: {batch['metrics']} in {seconds:.2f} s -> {rate:,.0f} rows/s "
+            f"(target {TARGET_ROWS_PER_S:,})"
+        )
         ok = batch["status"] == "success" and rate >= TARGET_ROWS_PER_S
         if pid:
             rss = peak_rss(pid)

@@ -90,8 +90,14 @@ def start_emulator(sandbox: str, log_path: Path) -> tuple[subprocess.Popen, obje
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as log:
         # Its own process group, so stopping it never touches this process.
-        process = subprocess.Popen([sys.executable, "-m", "aep_emulator"], cwd=PROJECT_ROOT, env=env,
-                                   stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "aep_emulator"],
+            cwd=PROJECT_ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -121,8 +127,11 @@ def s3_client(settings):
     from botocore.config import Config
 
     return boto3.client(
-        "s3", endpoint_url=settings.s3_endpoint, aws_access_key_id=settings.s3_access_key,
-        aws_secret_access_key=settings.s3_secret_key, region_name=settings.s3_region,
+        "s3",
+        endpoint_url=settings.s3_endpoint,
+        aws_access_key_id=settings.s3_access_key,
+        aws_secret_access_key=settings.s3_secret_key,
+        region_name=settings.s3_region,
         config=Config(s3={"addressing_style": "path"}),
     )
 
@@ -138,8 +147,9 @@ def stage_spans(dag_run_id: str) -> dict[str, float]:
     spans: dict[str, list] = {}
     with create_session() as session:
         rows = session.execute(
-            select(TaskInstance.task_id, TaskInstance.start_date, TaskInstance.end_date)
-            .where(TaskInstance.dag_id == DAG_ID, TaskInstance.run_id == dag_run_id)
+            select(TaskInstance.task_id, TaskInstance.start_date, TaskInstance.end_date).where(
+                TaskInstance.dag_id == DAG_ID, TaskInstance.run_id == dag_run_id
+            )
         ).all()
     for task_id, start, end in rows:
         if start is None or end is None:
@@ -161,8 +171,9 @@ def task_seconds(dag_run_id: str) -> dict[str, float]:
     seconds: dict[str, float] = {}
     with create_session() as session:
         for task_id, duration in session.execute(
-            select(TaskInstance.task_id, TaskInstance.duration)
-            .where(TaskInstance.dag_id == DAG_ID, TaskInstance.run_id == dag_run_id)
+            select(TaskInstance.task_id, TaskInstance.duration).where(
+                TaskInstance.dag_id == DAG_ID, TaskInstance.run_id == dag_run_id
+            )
         ).all():
             seconds[task_id] = seconds.get(task_id, 0.0) + (duration or 0.0)
     return dict(sorted(((k, round(v, 1)) for k, v in seconds.items()), key=lambda kv: -kv[1]))
@@ -176,7 +187,7 @@ def stage_lines(log_path: Path, offset: int) -> list[str]:
     lines = []
     for line in text.splitlines():
         if "stage=" in line and "Done. Returned value" not in line:
-            line = line[line.index("stage="):].split(" [propensity.", 1)[0]
+            line = line[line.index("stage=") :].split(" [propensity.", 1)[0]
             lines.append(line if len(line) <= 300 else line[:200] + " ... " + line[-95:])
     return lines
 
@@ -202,28 +213,36 @@ def measured_run(label: str, as_of: date, conf: dict, emulator_pid: int, dag_log
 
 def print_run(label: str, result: dict) -> None:
     summary = result.get("summary") or {}
-    print(f"\n{label} run, as of {result['as_of']}: {result['state']} in {result['wall_seconds']} s "
-          f"(dag.test wall; {result['bench_wall_seconds']} s with DAG parsing) - run {result['dag_run']}")
+    print(
+        f"\n{label} run, as of {result['as_of']}: {result['state']} in {result['wall_seconds']} s "
+        f"(dag.test wall; {result['bench_wall_seconds']} s with DAG parsing) - run {result['dag_run']}"
+    )
     if result["failed_tasks"]:
         print(f"  FAILED tasks: {', '.join(result['failed_tasks'])}")
     print(f"  {'stage':<15} {'task s':>8} {'span s':>8}")
     for stage, seconds in result["stage_seconds"].items():
         print(f"  {stage:<15} {seconds:>8.1f} {result['stage_span_seconds'].get(stage, 0.0):>8.1f}")
     total_tasks = sum(result["stage_seconds"].values())
-    print(f"  {'sum':<15} {total_tasks:>8.1f}   (wall - sum of task time = Airflow overhead: "
-          f"{result['wall_seconds'] - total_tasks:.1f} s)")
+    print(
+        f"  {'sum':<15} {total_tasks:>8.1f}   (wall - sum of task time = Airflow overhead: "
+        f"{result['wall_seconds'] - total_tasks:.1f} s)"
+    )
     for line in result["stage_log"]:
         print(f"  log: {line}")
     print("  slowest tasks: " + ", ".join(f"{t} {s}" for t, s in list(result["task_seconds"].items())[:8]))
     print(f"  events ingested: {summary.get('events_ingested')} in {summary.get('event_batches')} batches")
-    print(f"  ROC AUC: {summary.get('roc_auc')} (ceiling {summary.get('ceiling_roc_auc')}, "
-          f"baseline {summary.get('baseline_roc_auc')})")
+    print(
+        f"  ROC AUC: {summary.get('roc_auc')} (ceiling {summary.get('ceiling_roc_auc')}, "
+        f"baseline {summary.get('baseline_roc_auc')})"
+    )
     print(f"  scored profiles: {summary.get('scored_profiles')}")
     for name, count in (summary.get("audiences") or {}).items():
         print(f"  audience {name!r}: {count} profiles")
     emulator = result["emulator_peak_rss"]
-    print(f"  peak RSS so far (cumulative over the runs): DAG process {result['dag_process_peak_rss'] / MIB:.0f} MiB, "
-          f"emulator {emulator / MIB if emulator else float('nan'):.0f} MiB")
+    print(
+        f"  peak RSS so far (cumulative over the runs): DAG process {result['dag_process_peak_rss'] / MIB:.0f} MiB, "
+        f"emulator {emulator / MIB if emulator else float('nan'):.0f} MiB"
+    )
 
 
 def verdicts(first: dict, daily: dict) -> list[tuple[str, str, str, bool, str]]:
@@ -235,14 +254,17 @@ def verdicts(first: dict, daily: dict) -> list[tuple[str, str, str, bool, str]]:
         miss = ""
         if not ok:
             stages = sorted(result["stage_span_seconds"].items(), key=lambda kv: -kv[1])[:3]
-            miss = (f"over by {wall - target:.1f} s ({(wall / target - 1):.0%}); biggest stages: "
-                    + ", ".join(f"{s} {v} s" for s, v in stages))
+            miss = f"over by {wall - target:.1f} s ({(wall / target - 1):.0%}); biggest stages: " + ", ".join(
+                f"{s} {v} s" for s, v in stages
+            )
         rows.append((f"{label} run wall", f"{wall:.1f} s", f"<= {target:.0f} s", ok, miss))
     # Child processes are not checked: the only ones a run starts are short `lscpu` / `file` probes
     # (CPU and platform detection in libraries), whose ru_maxrss counts the pages they inherited
     # from this process between fork and exec, not memory any task used.
-    for name, value in (("DAG process (every task) peak RSS", daily["dag_process_peak_rss"]),
-                        ("emulator peak RSS", daily["emulator_peak_rss"])):
+    for name, value in (
+        ("DAG process (every task) peak RSS", daily["dag_process_peak_rss"]),
+        ("emulator peak RSS", daily["emulator_peak_rss"]),
+    ):
         if value is None:
             rows.append((name, "n/a", f"<= {TARGET_RSS_BYTES / MIB:.0f} MiB", False, "not measured (process gone)"))
             continue
@@ -264,7 +286,10 @@ def drop_data(settings, sandbox: str, buckets: list[str]) -> None:
         if conn.execute("SELECT to_regclass('aep_meta.segment_members')").fetchone()[0]:
             conn.execute("DELETE FROM aep_meta.segment_members WHERE sandbox = %s", (sandbox,))
     s3 = s3_client(settings)
-    for bucket, prefix, delete_bucket in [*((b, "", True) for b in buckets), (settings.staging_bucket, f"{sandbox}/", False)]:
+    for bucket, prefix, delete_bucket in [
+        *((b, "", True) for b in buckets),
+        (settings.staging_bucket, f"{sandbox}/", False),
+    ]:
         for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
             keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
             if keys:
@@ -275,13 +300,20 @@ def drop_data(settings, sandbox: str, buckets: list[str]) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--date", type=date.fromisoformat, default=DEFAULT_DATE,
-                        help=f"as-of date of the first run (default {DEFAULT_DATE}); the daily run is the day after")
+    parser.add_argument(
+        "--date",
+        type=date.fromisoformat,
+        default=DEFAULT_DATE,
+        help=f"as-of date of the first run (default {DEFAULT_DATE}); the daily run is the day after",
+    )
     parser.add_argument("--profiles", type=int, default=100_000)
     parser.add_argument("--sandbox", default=None, help="sandbox name (default: a fresh bench<hex>)")
     parser.add_argument("--json", type=Path, help="also write the full results as JSON here")
-    parser.add_argument("--drop-data", action="store_true",
-                        help="afterwards drop the sandbox's tables, emulator state and buckets (default: keep them)")
+    parser.add_argument(
+        "--drop-data",
+        action="store_true",
+        help="afterwards drop the sandbox's tables, emulator state and buckets (default: keep them)",
+    )
     args = parser.parse_args()
 
     if "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN" not in os.environ:
@@ -294,8 +326,11 @@ def main() -> int:
     load = os.getloadavg()
     print(f"load average before start: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} cores", flush=True)
     process, settings = start_emulator(sandbox, log_path)
-    print(f"emulator pid {process.pid} at {settings.base_url} (QS port {settings.qs_port}), sandbox {sandbox}, "
-          f"log {log_path}", flush=True)
+    print(
+        f"emulator pid {process.pid} at {settings.base_url} (QS port {settings.qs_port}), sandbox {sandbox}, "
+        f"log {log_path}",
+        flush=True,
+    )
     buckets = {"artifact_bucket": f"{sandbox}-artifacts", "destination_bucket": f"{sandbox}-destination"}
     results: dict[str, dict] = {}
     try:
@@ -324,13 +359,16 @@ def main() -> int:
                 print(f"dropping the benchmark's data failed: {exc}", file=sys.stderr)
 
     load = os.getloadavg()
-    print(f"\nAEP propensity pipeline benchmark: {args.profiles} profiles, sandbox {sandbox}, "
-          f"load average at end {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+    print(
+        f"\nAEP propensity pipeline benchmark: {args.profiles} profiles, sandbox {sandbox}, "
+        f"load average at end {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
+    )
     for label, result in results.items():
         print_run(label, result)
     if args.json:
-        args.json.write_text(json.dumps({"sandbox": sandbox, "emulator_peak_rss": emulator_rss, **results},
-                                        indent=2, default=str))
+        args.json.write_text(
+            json.dumps({"sandbox": sandbox, "emulator_peak_rss": emulator_rss, **results}, indent=2, default=str)
+        )
     if "daily" not in results or results["daily"]["state"] != "success":
         failed = "daily" if "daily" in results else "first"
         print(f"\nthe {failed} run did not succeed: {results[failed]['failed_tasks']} - no target check")

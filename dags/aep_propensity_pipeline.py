@@ -69,11 +69,15 @@ with DAG(
     params=pipeline.dag_params(Param),
 ) as dag:
     with TaskGroup("setup", tooltip="XDM schemas, identities and datasets; the run plan") as setup:
-        ensure_events = AEPEnsureDatasetOperator(task_id="ensure_events_dataset", spec=pipeline.EVENTS_DATASET, **AEP_TASK_ARGS)
+        ensure_events = AEPEnsureDatasetOperator(
+            task_id="ensure_events_dataset", spec=pipeline.EVENTS_DATASET, **AEP_TASK_ARGS
+        )
         ensure_profiles = AEPEnsureDatasetOperator(
             task_id="ensure_profiles_dataset", spec=pipeline.PROFILES_DATASET, **AEP_TASK_ARGS
         )
-        ensure_scores = AEPEnsureDatasetOperator(task_id="ensure_scores_dataset", spec=pipeline.SCORES_DATASET, **AEP_TASK_ARGS)
+        ensure_scores = AEPEnsureDatasetOperator(
+            task_id="ensure_scores_dataset", spec=pipeline.SCORES_DATASET, **AEP_TASK_ARGS
+        )
 
         # multiple_outputs: each plan entry is its own XCom, so tasks take exactly the values they need.
         @task(multiple_outputs=True)
@@ -206,7 +210,6 @@ with DAG(
         )
 
     with TaskGroup("activate", tooltip="Audiences to the S3 destination") as activate:
-
         # Respect trigger rules downstream: a disabled activation skips the activation, not the summary.
         @task.short_circuit(ignore_downstream_trigger_rules=False)
         def activation_enabled() -> bool:

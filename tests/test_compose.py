@@ -165,9 +165,7 @@ def test_ports_match_the_local_stack_and_stay_on_loopback(stack):
         str(aep.port),
         str(aep.qs_port),
     )
-    published = [
-        (name, port) for name, service in SERVICES.items() for port in service.get("ports") or []
-    ]
+    published = [(name, port) for name, service in SERVICES.items() for port in service.get("ports") or []]
     assert all(str(port).startswith("127.0.0.1:") for _, port in published), published
     assert {name for name, _ in published} == {"postgres", "minio", "aep-emulator", "airflow-apiserver"}
 
@@ -241,7 +239,10 @@ def test_airflow_settings_match_the_local_stack(stack, name):
         elif key == "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN":
             local_url, compose_url = urlsplit(local), urlsplit(compose)
             assert (compose_url.scheme, compose_url.username, compose_url.password, compose_url.path) == (
-                local_url.scheme, local_url.username, local_url.password, f"/{AIRFLOW_DATABASE}"
+                local_url.scheme,
+                local_url.username,
+                local_url.password,
+                f"/{AIRFLOW_DATABASE}",
             )
             assert (compose_url.hostname, compose_url.port) == ("postgres", 5432)
         elif key == "AIRFLOW__CORE__EXECUTION_API_SERVER_URL":

@@ -11,8 +11,12 @@ CATALOG = "/data/foundation/catalog/dataSets"
 def test_token_is_issued_with_expiry_in_seconds(aep):
     resp = requests.post(
         aep.base_url + "/ims/token/v3",
-        data={"grant_type": "client_credentials", "client_id": aep.settings.client_id,
-              "client_secret": aep.settings.client_secret, "scope": "openid"},
+        data={
+            "grant_type": "client_credentials",
+            "client_id": aep.settings.client_id,
+            "client_secret": aep.settings.client_secret,
+            "scope": "openid",
+        },
         timeout=10,
     )
     assert resp.status_code == 200

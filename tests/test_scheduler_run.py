@@ -85,12 +85,17 @@ def _wait_for_dag(url: str, timeout_s: float = 120) -> None:
 def test_a_triggered_run_succeeds_through_the_scheduler(standalone):
     url, settings = standalone["url"], standalone["settings"]
     s3 = boto3.client(
-        "s3", endpoint_url=settings.s3_endpoint, aws_access_key_id=settings.s3_access_key,
-        aws_secret_access_key=settings.s3_secret_key, region_name=settings.s3_region,
+        "s3",
+        endpoint_url=settings.s3_endpoint,
+        aws_access_key_id=settings.s3_access_key,
+        aws_secret_access_key=settings.s3_secret_key,
+        region_name=settings.s3_region,
         config=Config(s3={"addressing_style": "path"}),
     )
-    buckets = {"artifact_bucket": f"{standalone['sandbox']}-sched-artifacts",
-               "destination_bucket": f"{standalone['sandbox']}-sched-destination"}
+    buckets = {
+        "artifact_bucket": f"{standalone['sandbox']}-sched-artifacts",
+        "destination_bucket": f"{standalone['sandbox']}-sched-destination",
+    }
     for bucket in buckets.values():
         s3.create_bucket(Bucket=bucket)
 
@@ -98,8 +103,9 @@ def test_a_triggered_run_succeeds_through_the_scheduler(standalone):
     unpaused = requests.patch(f"{url}/api/v2/dags/{DAG_ID}", json={"is_paused": False}, timeout=10)
     assert unpaused.status_code == 200 and unpaused.json()["is_paused"] is False, unpaused.text
     conf = {"as_of_date": AS_OF.isoformat(), "profile_count": PROFILES, **buckets}
-    triggered = requests.post(f"{url}/api/v2/dags/{DAG_ID}/dagRuns", json={"logical_date": None, "conf": conf},
-                              timeout=10)
+    triggered = requests.post(
+        f"{url}/api/v2/dags/{DAG_ID}/dagRuns", json={"logical_date": None, "conf": conf}, timeout=10
+    )
     assert triggered.status_code == 200, triggered.text
     run_id = triggered.json()["dag_run_id"]
     run_url = f"{url}/api/v2/dags/{DAG_ID}/dagRuns/{quote(run_id, safe='')}"

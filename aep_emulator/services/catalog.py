@@ -90,7 +90,9 @@ def create_dataset_record(
                 table_name = tables.create_unique_table(conn, sandbox, tables.sanitize_table_name(name), fields)
             elif create_table:
                 tables.create_table(conn, sandbox, table_name, fields)
-            doc = _new_dataset_doc(emu, sandbox, name, schema_ref, class_id, tags, description, table_name, file_description)
+            doc = _new_dataset_doc(
+                emu, sandbox, name, schema_ref, class_id, tags, description, table_name, file_description
+            )
             tables.transactional_store(conn).insert(sandbox, DATASET_KIND, doc["id"], doc, name=name)
     except (XDMError, tables.TableError) as exc:
         raise DatasetError(str(exc)) from exc
@@ -367,4 +369,3 @@ def get_batch(batch_id: str, emu: Emulator = Depends(emulator), ctx: CallContext
     if doc is None:
         raise not_found("batch", batch_id)
     return {batch_id: doc}
-

@@ -83,10 +83,20 @@ def _content(emu: Emulator, request: Request, key: str, name: str) -> Response:
         match = _RANGE.match(wanted.strip())
         first, last = (match.group(1), match.group(2)) if match else ("", "")
         if match is None or (not first and not last):
-            raise AEPError(416, {"message": f"Range {wanted!r} is not valid; use e.g. bytes=0-99"}, {"Content-Range": f"bytes */{size}"})
-        start, end = (int(first), min(int(last or size - 1), size - 1)) if first else (max(size - int(last), 0), size - 1)
+            raise AEPError(
+                416,
+                {"message": f"Range {wanted!r} is not valid; use e.g. bytes=0-99"},
+                {"Content-Range": f"bytes */{size}"},
+            )
+        start, end = (
+            (int(first), min(int(last or size - 1), size - 1)) if first else (max(size - int(last), 0), size - 1)
+        )
         if start >= size or start > end:
-            raise AEPError(416, {"message": f"Range {wanted!r} is outside the file's {size} bytes"}, {"Content-Range": f"bytes */{size}"})
+            raise AEPError(
+                416,
+                {"message": f"Range {wanted!r} is outside the file's {size} bytes"},
+                {"Content-Range": f"bytes */{size}"},
+            )
         extra = {"Range": f"bytes={start}-{end}"}
         status = 206
         headers.update({"Content-Range": f"bytes {start}-{end}/{size}", "Content-Length": str(end - start + 1)})
@@ -97,7 +107,9 @@ def _content(emu: Emulator, request: Request, key: str, name: str) -> Response:
 
 
 @router.get("/batches/{batch_id}/files")
-def batch_files(batch_id: str, request: Request, emu: Emulator = Depends(emulator), ctx: CallContext = Depends(call_context)):
+def batch_files(
+    batch_id: str, request: Request, emu: Emulator = Depends(emulator), ctx: CallContext = Depends(call_context)
+):
     batch = _batch(emu, ctx.sandbox, batch_id)
     items = []
     # Only a successful batch's data is part of its dataset.
@@ -105,17 +117,19 @@ def batch_files(batch_id: str, request: Request, emu: Emulator = Depends(emulato
         dataset = get_dataset(emu, ctx.sandbox, batch_dataset_id(batch)) or {}
         file_id = f"{batch_id}-1"
         files = list_staged_files(emu, ctx.sandbox, batch_id)
-        items.append({
-            "dataSetFileId": file_id,
-            "dataSetViewId": dataset.get("viewId", ""),
-            "version": "1.0.0",
-            "created": str(batch["created"]),
-            "updated": str(batch["updated"]),
-            "records": str(batch.get("metrics", {}).get("outputRecordCount", 0)),
-            "size": str(sum(f.size for f in files)),
-            "isValid": True,
-            "_links": {"self": {"href": f"{request.base_url}{router.prefix.lstrip('/')}/files/{file_id}"}},
-        })
+        items.append(
+            {
+                "dataSetFileId": file_id,
+                "dataSetViewId": dataset.get("viewId", ""),
+                "version": "1.0.0",
+                "created": str(batch["created"]),
+                "updated": str(batch["updated"]),
+                "records": str(batch.get("metrics", {}).get("outputRecordCount", 0)),
+                "size": str(sum(f.size for f in files)),
+                "isValid": True,
+                "_links": {"self": {"href": f"{request.base_url}{router.prefix.lstrip('/')}/files/{file_id}"}},
+            }
+        )
     return _page(request, items)
 
 
@@ -123,19 +137,25 @@ def _files_of(emu: Emulator, sandbox: str, file_id: str) -> tuple[str, list[Stag
     batch_id, _, number = file_id.rpartition("-")
     batch = emu.store.get(sandbox, BATCH_KIND, batch_id) if number == "1" else None
     if batch is None or batch["status"] not in ("success", "active"):
-        raise not_found(f"dataset file {file_id} does not exist; list a successful batch's files with /batches/{{id}}/files")
+        raise not_found(
+            f"dataset file {file_id} does not exist; list a successful batch's files with /batches/{{id}}/files"
+        )
     return batch_id, list_staged_files(emu, sandbox, batch_id)
 
 
 @router.api_route("/files/{file_id}", methods=["GET", "HEAD"])
-def dataset_file(file_id: str, request: Request, emu: Emulator = Depends(emulator), ctx: CallContext = Depends(call_context)):
+def dataset_file(
+    file_id: str, request: Request, emu: Emulator = Depends(emulator), ctx: CallContext = Depends(call_context)
+):
     batch_id, files = _files_of(emu, ctx.sandbox, file_id)
     base = f"{request.base_url}{router.prefix.lstrip('/')}/files/{file_id}"
     return _listing_or_content(emu, request, files, base, f"dataset file {file_id}")
 
 
 @router.get("/batches/{batch_id}/failed")
-def failed_files(batch_id: str, request: Request, emu: Emulator = Depends(emulator), ctx: CallContext = Depends(call_context)):
+def failed_files(
+    batch_id: str, request: Request, emu: Emulator = Depends(emulator), ctx: CallContext = Depends(call_context)
+):
     batch = _batch(emu, ctx.sandbox, batch_id)
     files = list_staged_files(emu, ctx.sandbox, batch_id) if batch["status"] == "failed" else []
     base = str(request.url.remove_query_params(["path", "start", "limit"]))
@@ -157,7 +177,9 @@ def _listing_or_content(emu: Emulator, request: Request, files: list, base_url: 
 
 
 @router.get("/batches/{batch_id}/meta")
-def batch_meta(batch_id: str, request: Request, emu: Emulator = Depends(emulator), ctx: CallContext = Depends(call_context)):
+def batch_meta(
+    batch_id: str, request: Request, emu: Emulator = Depends(emulator), ctx: CallContext = Depends(call_context)
+):
     """Diagnostics: ``path=row_errors`` lists the row-error files, ``path=row_errors/<file>`` returns one,
     ``path=input_files`` lists the batch's input files."""
     batch = _batch(emu, ctx.sandbox, batch_id)
@@ -165,13 +187,18 @@ def batch_meta(batch_id: str, request: Request, emu: Emulator = Depends(emulator
     base = str(request.url.remove_query_params(["path", "start", "limit"]))
     if path == "input_files":
         files = list_staged_files(emu, ctx.sandbox, batch_id)
-        return _page(request, _file_entries(request, files, f"{request.base_url}{router.prefix.lstrip('/')}/files/{batch_id}-1"))
+        return _page(
+            request, _file_entries(request, files, f"{request.base_url}{router.prefix.lstrip('/')}/files/{batch_id}-1")
+        )
     if path == "":
-        return _page(request, [{"name": n, "_links": {"self": {"href": f"{base}?path={n}"}}} for n in ("row_errors", "input_files")])
+        return _page(
+            request,
+            [{"name": n, "_links": {"self": {"href": f"{base}?path={n}"}}} for n in ("row_errors", "input_files")],
+        )
     prefix = f"{batch_prefix(ctx.sandbox, batch['id'])}{META_DIR}/"
     listing = emu.s3.list_objects_v2(Bucket=emu.settings.staging_bucket, Prefix=meta_key(ctx.sandbox, batch_id, path))
     objects = [o for o in listing.get("Contents", ()) if o["Key"] != meta_key(ctx.sandbox, batch_id, path)]
     if objects or path == "row_errors":
-        entries = [StagedFile(META_DIR, o["Key"][len(prefix):], o["Key"], o["Size"]) for o in objects]
+        entries = [StagedFile(META_DIR, o["Key"][len(prefix) :], o["Key"], o["Size"]) for o in objects]
         return _page(request, _file_entries(request, entries, base))
     return _content(emu, request, meta_key(ctx.sandbox, batch_id, path), path)

@@ -54,9 +54,7 @@ DLZ_FOLDER = "dlz-destination"
 PROVIDER_ID = "0ed90a81-07f4-4586-8190-b40eccef1c5a"
 ACCEPT_DATASET_EXPORT = "application/vnd.adobe.adhoc.dataset.activation+json"
 ACCEPT_ACTIVATION = "application/vnd.adobe.adhoc.activation+json"
-NOT_READY_MESSAGE = (
-    "Following order ID(s) are not ready for dataset export, please wait for 10 minutes and retry."
-)
+NOT_READY_MESSAGE = "Following order ID(s) are not ready for dataset export, please wait for 10 minutes and retry."
 DEFAULT_FILENAME_TEMPLATE = "%DESTINATION_NAME%_%SEGMENT_ID%_%DATETIME(YYYYMMdd_HHmmss)%"
 _S3_ACCESS_KEY = re.compile(r"^[A-Z2-7]{20}$")
 _S3_SECRET_KEY = re.compile(r"^[A-Za-z0-9/+]{40}$")
@@ -75,18 +73,20 @@ def _spec(id_: str, name: str, *, source: bool, category: str, auth: list[dict])
     }
 
 
-_S3_AUTH = [{
-    "name": "Access Key",
-    "type": "KeyBased",
-    "spec": {
-        "type": "object",
-        "properties": {
-            "s3AccessKey": {"type": "string", "pattern": _S3_ACCESS_KEY.pattern},
-            "s3SecretKey": {"type": "string", "pattern": _S3_SECRET_KEY.pattern, "format": "password"},
+_S3_AUTH = [
+    {
+        "name": "Access Key",
+        "type": "KeyBased",
+        "spec": {
+            "type": "object",
+            "properties": {
+                "s3AccessKey": {"type": "string", "pattern": _S3_ACCESS_KEY.pattern},
+                "s3SecretKey": {"type": "string", "pattern": _S3_SECRET_KEY.pattern, "format": "password"},
+            },
+            "required": ["s3AccessKey", "s3SecretKey"],
         },
-        "required": ["s3AccessKey", "s3SecretKey"],
-    },
-}]
+    }
+]
 CONNECTION_SPECS = {
     spec["id"]: spec
     for spec in (
@@ -200,8 +200,12 @@ def _list_response(request: Request, docs: list[dict]) -> dict:
             raise flow_error(400, "limit must be an integer") from exc
         if limit < 1:
             raise flow_error(400, "limit must be positive")
-        state = {"offset": 0, "limit": min(limit, _LIST_LIMIT_MAX), "property": params.getlist("property"),
-                 "orderby": params.get("orderby")}
+        state = {
+            "offset": 0,
+            "limit": min(limit, _LIST_LIMIT_MAX),
+            "property": params.getlist("property"),
+            "orderby": params.get("orderby"),
+        }
     selected = [d for d in docs if all(_matches(d, c) for c in state["property"])]
     if state["orderby"]:
         field = state["orderby"].lstrip("+-")
@@ -211,7 +215,7 @@ def _list_response(request: Request, docs: list[dict]) -> dict:
     if params.get("count") == "true":
         return {"count": len(selected)}
     offset, limit = state["offset"], state["limit"]
-    body: dict[str, Any] = {"items": [_public(d) for d in selected[offset:offset + limit]], "_links": {}}
+    body: dict[str, Any] = {"items": [_public(d) for d in selected[offset : offset + limit]], "_links": {}}
     if offset + limit < len(selected):
         body["_links"]["next"] = {"href": "?continuationToken=" + _encode_token({**state, "offset": offset + limit})}
     return body
@@ -286,7 +290,9 @@ def _base_doc(ctx: CallContext, body: dict) -> dict:
 def _connection_spec(body: dict, allowed: tuple[str, ...]) -> dict:
     spec = body.get("connectionSpec") or {}
     if spec.get("id") not in allowed:
-        raise flow_error(400, f"connectionSpec.id {spec.get('id')!r} is not supported here (expected one of {list(allowed)})")
+        raise flow_error(
+            400, f"connectionSpec.id {spec.get('id')!r} is not supported here (expected one of {list(allowed)})"
+        )
     return {"id": spec["id"], "version": str(spec.get("version", "1.0"))}
 
 
@@ -334,7 +340,11 @@ def _new_source_connection(emu: Emulator, ctx: CallContext, body: dict) -> dict:
     params = body.get("params") or {}
     if doc["connectionSpec"]["id"] == DATALAKE_SOURCE_SPEC:
         datasets = params.get("datasets")
-        if not isinstance(datasets, list) or not datasets or not all(isinstance(d, dict) and d.get("dataSetId") for d in datasets):
+        if (
+            not isinstance(datasets, list)
+            or not datasets
+            or not all(isinstance(d, dict) and d.get("dataSetId") for d in datasets)
+        ):
             raise flow_error(400, 'params.datasets must be a non-empty list of {"dataSetId", "name"}')
         for dataset in datasets:
             if emu.store.get(ctx.sandbox, "dataSet", dataset["dataSetId"]) is None:
@@ -376,8 +386,14 @@ def _new_flow(emu: Emulator, ctx: CallContext, body: dict) -> dict:
     spec = FLOW_SPECS.get((body.get("flowSpec") or {}).get("id"))
     if spec is None:
         raise flow_error(400, f"flowSpec.id must be one of {list(FLOW_SPECS)}")
-    sources = [_get(emu, ctx.sandbox, "sourceConnection", i, "Source connection") for i in body.get("sourceConnectionIds") or []]
-    targets = [_get(emu, ctx.sandbox, "targetConnection", i, "Target connection") for i in body.get("targetConnectionIds") or []]
+    sources = [
+        _get(emu, ctx.sandbox, "sourceConnection", i, "Source connection")
+        for i in body.get("sourceConnectionIds") or []
+    ]
+    targets = [
+        _get(emu, ctx.sandbox, "targetConnection", i, "Target connection")
+        for i in body.get("targetConnectionIds") or []
+    ]
     if len(sources) != 1 or len(targets) != 1:
         raise flow_error(400, "a flow needs exactly one source and one target connection id")
     if sources[0]["connectionSpec"]["id"] not in spec["sourceConnectionSpecIds"] or (
@@ -447,7 +463,9 @@ def _check_if_match(request: Request, flow: dict, required: bool) -> None:
             raise flow_error(428, "The If-Match header with the flow's etag is required", "CONNECTOR-1001-428")
         return
     if _strip_quotes(if_match) != _strip_quotes(flow["etag"]):
-        raise flow_error(412, f"If-Match {if_match} does not match the current etag {flow['etag']}", "CONNECTOR-1001-412")
+        raise flow_error(
+            412, f"If-Match {if_match} does not match the current etag {flow['etag']}", "CONNECTOR-1001-412"
+        )
 
 
 def _validate_selectors(emu: Emulator, sandbox: str, flow: dict) -> None:
@@ -463,8 +481,9 @@ def _validate_selectors(emu: Emulator, sandbox: str, flow: dict) -> None:
             value["updateTime"] = now_s
 
 
-def _update_flow(emu: Emulator, ctx: CallContext, request: Request, flow_id: str, change, *,
-                 require_if_match: bool) -> dict:
+def _update_flow(
+    emu: Emulator, ctx: CallContext, request: Request, flow_id: str, change, *, require_if_match: bool
+) -> dict:
     """Apply ``change(flow)`` under a row lock after the If-Match check; a new etag; ``{id, etag}``."""
     _get(emu, ctx.sandbox, "flow", flow_id, "Flow")
 
@@ -488,8 +507,13 @@ def _set_state_disabled(flow: dict) -> dict:
 
 
 @router.patch(FLOW_PREFIX + "/flows/{flow_id}")
-def patch_flow(flow_id: str, request: Request, body: Any = Body(None), emu: Emulator = Depends(emulator),
-               ctx: CallContext = Depends(call_context)):
+def patch_flow(
+    flow_id: str,
+    request: Request,
+    body: Any = Body(None),
+    emu: Emulator = Depends(emulator),
+    ctx: CallContext = Depends(call_context),
+):
     """JSON Patch a flow; needs ``If-Match: <etag>`` (412 on a stale etag, 428 without one)."""
 
     def change(flow: dict) -> dict:
@@ -506,7 +530,9 @@ def patch_flow(flow_id: str, request: Request, body: Any = Body(None), emu: Emul
 
 
 @router.post(FLOW_PREFIX + "/flows/{flow_id}/action")
-def flow_action(flow_id: str, request: Request, emu: Emulator = Depends(emulator), ctx: CallContext = Depends(call_context)):
+def flow_action(
+    flow_id: str, request: Request, emu: Emulator = Depends(emulator), ctx: CallContext = Depends(call_context)
+):
     """``?op=enable|disable``; If-Match is checked when sent (clients omit it [U])."""
     ops = {"enable": _set_state_enabled, "disable": _set_state_disabled}
     op = request.query_params.get("op")
@@ -539,7 +565,12 @@ def _new_run(ctx: CallContext, flow: dict, task: dict) -> dict:
         "metrics": {
             "durationSummary": {"startedAtUTC": ts},
             "sizeSummary": {"inputBytes": 0, "outputBytes": 0},
-            "recordSummary": {"inputRecordCount": 0, "outputRecordCount": 0, "failedRecordCount": 0, "sourceSummaries": []},
+            "recordSummary": {
+                "inputRecordCount": 0,
+                "outputRecordCount": 0,
+                "failedRecordCount": 0,
+                "sourceSummaries": [],
+            },
             "fileSummary": {"inputFileCount": 0, "outputFileCount": 0, "manifest": {"fileInfo": []}},
             "statusSummary": {"status": "processing"},
         },
@@ -550,7 +581,11 @@ def _new_run(ctx: CallContext, flow: dict, task: dict) -> dict:
 
 def _active_run(emu: Emulator, sandbox: str, flow_id: str, key: str, value: str) -> dict | None:
     for run in emu.store.list(sandbox, "run"):
-        if run["flowId"] == flow_id and run["_task"].get(key) == value and "completedAtUTC" not in run["metrics"]["durationSummary"]:
+        if (
+            run["flowId"] == flow_id
+            and run["_task"].get(key) == value
+            and "completedAtUTC" not in run["metrics"]["durationSummary"]
+        ):
             return run
     return None
 
@@ -579,11 +614,16 @@ def _start_runs(emu: Emulator, ctx: CallContext, flow_id: str, planned: list[tup
             key = "datasetId" if task["type"] == "dataset" else "segmentId"
             active = _active_run(emu, ctx.sandbox, flow["id"], key, task[key])
             if active is not None and task["type"] == "dataset":
-                raise _adhoc_error(400, f"A run already exists for flow {flow['id']} and dataset {task[key]} "
-                                        f"(run id {active['id']}); wait for it to finish")
+                raise _adhoc_error(
+                    400,
+                    f"A run already exists for flow {flow['id']} and dataset {task[key]} "
+                    f"(run id {active['id']}); wait for it to finish",
+                )
             if active is not None:
-                raise _adhoc_error(400, f"Run already going on for audience {task[key]} for order {flow['id']} "
-                                        f"with run id {active['id']}")
+                raise _adhoc_error(
+                    400,
+                    f"Run already going on for audience {task[key]} for order {flow['id']} with run id {active['id']}",
+                )
         runs = [_new_run(ctx, flow, task) for flow, task in planned]
         for run in runs:
             emu.store.insert(ctx.sandbox, "run", run["id"], run)
@@ -600,8 +640,11 @@ def _plan_dataset_exports(emu: Emulator, ctx: CallContext, body: dict) -> list[t
     for destination in destinations:
         flow = _flow_or_404(emu, ctx.sandbox, destination.get("flowId"))
         if flow["flowSpec"]["id"] not in DATASET_FLOW_SPECS:
-            raise _adhoc_error(400, f"Flow for id {flow['id']} is incorrect. Error is "
-                                    f"[Adhoc run can not be executed for Flow spec={flow['flowSpec']['id']}]")
+            raise _adhoc_error(
+                400,
+                f"Flow for id {flow['id']} is incorrect. Error is "
+                f"[Adhoc run can not be executed for Flow spec={flow['flowSpec']['id']}]",
+            )
         if now_ms() - flow["createdAt"] < emu.settings.export_not_ready_s * 1000:
             raise _adhoc_error(400, NOT_READY_MESSAGE)
         source = _get(emu, ctx.sandbox, "sourceConnection", flow["sourceConnectionIds"][0], "Source connection")
@@ -617,7 +660,7 @@ def _plan_dataset_exports(emu: Emulator, ctx: CallContext, body: dict) -> list[t
 def _plan_activations(emu: Emulator, ctx: CallContext, body: dict) -> list[tuple[str, list[tuple[dict, dict]]]]:
     info = body.get("activationInfo")
     if not isinstance(info, dict) or not info or not all(isinstance(v, list) and v for v in info.values()):
-        raise _adhoc_error(400, 'activationInfo must map destination (flow) ids to lists of audience ids')
+        raise _adhoc_error(400, "activationInfo must map destination (flow) ids to lists of audience ids")
     plans = []
     for flow_id, audience_ids in info.items():
         flow = _flow_or_404(emu, ctx.sandbox, flow_id)
@@ -628,15 +671,22 @@ def _plan_activations(emu: Emulator, ctx: CallContext, body: dict) -> list[tuple
         }
         outside = [a for a in audience_ids if a not in mapped]
         if flow["flowSpec"]["id"] in DATASET_FLOW_SPECS or outside:
-            raise _adhoc_error(400, f"Segments {', '.join(map(str, outside or audience_ids))} are not part of this "
-                                    "dataflow or out of schedule range!")
+            raise _adhoc_error(
+                400,
+                f"Segments {', '.join(map(str, outside or audience_ids))} are not part of this "
+                "dataflow or out of schedule range!",
+            )
         plans.append((flow["id"], [(flow, {"type": "audience", "segmentId": a}) for a in audience_ids]))
     return plans
 
 
 @router.post("/data/core/activation/disflowprovider/adhocrun")
-def adhoc_run(request: Request, body: Any = Body(None), emu: Emulator = Depends(emulator),
-              ctx: CallContext = Depends(call_context)):
+def adhoc_run(
+    request: Request,
+    body: Any = Body(None),
+    emu: Emulator = Depends(emulator),
+    ctx: CallContext = Depends(call_context),
+):
     """Ad-hoc dataset export (Accept ``…adhoc.dataset.activation+json; version=1``) or audience
     activation (Accept ``…adhoc.activation+json; version=2``; v1 without Accept needs ``exportIds``)."""
     if not isinstance(body, dict):
@@ -648,13 +698,24 @@ def adhoc_run(request: Request, body: Any = Body(None), emu: Emulator = Depends(
     plans = _plan_dataset_exports(emu, ctx, body) if dataset_export else _plan_activations(emu, ctx, body)
     started = {flow_id: _start_runs(emu, ctx, flow_id, planned) for flow_id, planned in plans}
     if dataset_export:
-        return {"destinations": [
-            {"flowId": flow_id, "datasets": [{"id": r["_task"]["datasetId"], "statusURL": _status_url(request, r["id"])}
-                                             for r in runs]}
+        return {
+            "destinations": [
+                {
+                    "flowId": flow_id,
+                    "datasets": [
+                        {"id": r["_task"]["datasetId"], "statusURL": _status_url(request, r["id"])} for r in runs
+                    ],
+                }
+                for flow_id, runs in started.items()
+            ]
+        }
+    return {
+        "order": [
+            {"segment": r["_task"]["segmentId"], "order": flow_id, "statusURL": _status_url(request, r["id"])}
             for flow_id, runs in started.items()
-        ]}
-    return {"order": [{"segment": r["_task"]["segmentId"], "order": flow_id, "statusURL": _status_url(request, r["id"])}
-                      for flow_id, runs in started.items() for r in runs]}
+            for r in runs
+        ]
+    }
 
 
 def _destination(emu: Emulator, target: dict) -> tuple[str, str]:
@@ -677,8 +738,12 @@ def _filename(template: str, flow: dict, segment: dict, at: datetime) -> str:
 
     name = re.sub(r"%DATETIME\(([^)]*)\)%", datetime_macro, template)
     # [U] %DESTINATION_NAME% expands to the dataflow (destination instance) name.
-    for macro, value in (("%DESTINATION_NAME%", flow["name"]), ("%SEGMENT_ID%", segment["id"]),
-                         ("%SEGMENT_NAME%", segment["name"]), ("%TIMESTAMP%", str(int(at.timestamp())))):
+    for macro, value in (
+        ("%DESTINATION_NAME%", flow["name"]),
+        ("%SEGMENT_ID%", segment["id"]),
+        ("%SEGMENT_NAME%", segment["name"]),
+        ("%TIMESTAMP%", str(int(at.timestamp()))),
+    ):
         name = name.replace(macro, value)
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name)
 
@@ -709,7 +774,11 @@ def _export_dataset(emu: Emulator, sandbox: str, flow: dict, target: dict, run: 
     export_time = datetime.fromtimestamp(run["createdAt"] / 1000, UTC).strftime("%Y%m%d%H%M")
     prefix = "/".join(p for p in (path, dataset_id, f"exportTime={export_time}") if p)
     return exports.export_dataset(
-        emu, sandbox, dataset["tags"]["adobe/pqs/table"][0], bucket, prefix,
+        emu,
+        sandbox,
+        dataset["tags"]["adobe/pqs/table"][0],
+        bucket,
+        prefix,
         file_type=target["params"].get("datasetFileType", "PARQUET"),
         compression=target["params"].get("compression", "NONE"),
     )
@@ -729,43 +798,62 @@ def _activate_audience(emu: Emulator, sandbox: str, flow: dict, target: dict, ru
     key = "/".join(p for p in (path, f"{filename}.csv{'.gz' if gzipped else ''}") if p)
     namespaces = sorted({source.namespace for source in profile_sources(emu, sandbox)})
     return exports.write_audience_csv(
-        emu, sandbox, job_id, segment_id, bucket, key, namespaces=namespaces, attributes=_profile_attributes(flow),
-        csv_options=target["params"].get("csvOptions") or {}, gzipped=gzipped,
+        emu,
+        sandbox,
+        job_id,
+        segment_id,
+        bucket,
+        key,
+        namespaces=namespaces,
+        attributes=_profile_attributes(flow),
+        csv_options=target["params"].get("csvOptions") or {},
+        gzipped=gzipped,
     )
 
 
-def _finish_run(emu: Emulator, sandbox: str, run_id: str, result: exports.ExportResult | None,
-                error: str | None) -> None:
+def _finish_run(
+    emu: Emulator, sandbox: str, run_id: str, result: exports.ExportResult | None, error: str | None
+) -> None:
     def finish(run: dict) -> dict:
         ended = now_ms()
         metrics = run["metrics"]
         metrics["durationSummary"]["completedAtUTC"] = ended
-        status = {"status": "failed", "errors": [{"code": "CONNECTOR-2001-500", "message": error}]} if error else {"status": "success"}
+        status = (
+            {"status": "failed", "errors": [{"code": "CONNECTOR-2001-500", "message": error}]}
+            if error
+            else {"status": "success"}
+        )
         if result is not None:
             metrics["sizeSummary"]["outputBytes"] = result.output_bytes
             metrics["recordSummary"].update(inputRecordCount=result.records, outputRecordCount=result.records)
-            metrics["fileSummary"].update(outputFileCount=len(result.keys),
-                                          manifest={"fileInfo": [{"path": key} for key in result.keys]})
+            metrics["fileSummary"].update(
+                outputFileCount=len(result.keys), manifest={"fileInfo": [{"path": key} for key in result.keys]}
+            )
         metrics["statusSummary"] = status
-        run["activities"] = [{
-            "id": str(uuid.uuid4()),
-            "name": "Export" if run["_task"]["type"] == "dataset" else "Activation",
-            "updatedAtUTC": ended,
-            "durationSummary": dict(metrics["durationSummary"]),
-            "sizeSummary": dict(metrics["sizeSummary"]),
-            "recordSummary": dict(metrics["recordSummary"]),
-            "fileSummary": {"inputFileCount": 0, "outputFileCount": metrics["fileSummary"]["outputFileCount"]},
-            "statusSummary": status,
-        }]
+        run["activities"] = [
+            {
+                "id": str(uuid.uuid4()),
+                "name": "Export" if run["_task"]["type"] == "dataset" else "Activation",
+                "updatedAtUTC": ended,
+                "durationSummary": dict(metrics["durationSummary"]),
+                "sizeSummary": dict(metrics["sizeSummary"]),
+                "recordSummary": dict(metrics["recordSummary"]),
+                "fileSummary": {"inputFileCount": 0, "outputFileCount": metrics["fileSummary"]["outputFileCount"]},
+                "statusSummary": status,
+            }
+        ]
         run.update(updatedAt=ended, etag=_etag())
         return run
 
     run = emu.store.mutate(sandbox, "run", run_id, finish)
 
     def last_run(flow: dict) -> dict:
-        flow["lastRunDetails"] = {"id": run_id, "state": run["metrics"]["statusSummary"]["status"],
-                                  "startedAtUTC": run["metrics"]["durationSummary"]["startedAtUTC"],
-                                  "completedAtUTC": run["metrics"]["durationSummary"]["completedAtUTC"]}
+        flow["lastRunDetails"] = {
+            "id": run_id,
+            "state": run["metrics"]["statusSummary"]["status"],
+            "startedAtUTC": run["metrics"]["durationSummary"]["startedAtUTC"],
+            "completedAtUTC": run["metrics"]["durationSummary"]["completedAtUTC"],
+        }
         return flow
 
     emu.store.mutate(sandbox, "flow", run["flowId"], last_run)
@@ -826,7 +914,10 @@ def landing_zone_credentials(request: Request, emu: Emulator = Depends(emulator)
     return {
         "dlzProvider": "Amazon S3",
         "dlzPath": {"bucketName": emu.settings.destination_bucket, "dlzFolder": _dlz_container(request)},
-        "credentials": {"awsAccessKeyId": emu.settings.s3_access_key, "awsSecretAccessKey": emu.settings.s3_secret_key,
-                        "awsSessionToken": ""},
+        "credentials": {
+            "awsAccessKeyId": emu.settings.s3_access_key,
+            "awsSecretAccessKey": emu.settings.s3_secret_key,
+            "awsSessionToken": "",
+        },
         "dlzEndpoint": emu.settings.s3_endpoint,
     }

@@ -35,19 +35,31 @@ FIRST_CUSTOM_ID = 10_000_000
 
 
 def _namespace_error(status: int, title: str, description: str) -> AEPError:
-    return AEPError(status, {
-        "timestamp": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-        "type": "http://ns.adobe.com/adobecloud/problem/namespacevalidation",
-        "status": status,
-        "title": title,
-        "description": description,
-    })
+    return AEPError(
+        status,
+        {
+            "timestamp": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "type": "http://ns.adobe.com/adobecloud/problem/namespacevalidation",
+            "status": status,
+            "title": title,
+            "description": description,
+        },
+    )
 
 
 def _standard() -> list[dict]:
     return [
-        {"id": id_, "code": code, "name": name, "idType": id_type, "description": description,
-         "status": "ACTIVE", "custom": False, "createTime": 0, "updateTime": 0}
+        {
+            "id": id_,
+            "code": code,
+            "name": name,
+            "idType": id_type,
+            "description": description,
+            "status": "ACTIVE",
+            "custom": False,
+            "createTime": 0,
+            "updateTime": 0,
+        }
         for id_, code, name, id_type, description in STANDARD
     ]
 
@@ -71,7 +83,9 @@ def get_namespace(namespace_id: str, emu: Emulator = Depends(emulator), ctx: Cal
 
 
 @router.post("/identities")
-def create_namespace(body: dict = Body(...), emu: Emulator = Depends(emulator), ctx: CallContext = Depends(call_context)):
+def create_namespace(
+    body: dict = Body(...), emu: Emulator = Depends(emulator), ctx: CallContext = Depends(call_context)
+):
     """Create a custom namespace ``{name, code, idType, description}``; a taken code is a 409."""
     missing = [field for field in ("name", "code", "idType") if not body.get(field)]
     if missing:
@@ -81,15 +95,23 @@ def create_namespace(body: dict = Body(...), emu: Emulator = Depends(emulator), 
         raise _namespace_error(400, "INVALID_REQUEST", f"idType must be one of {', '.join(ID_TYPES)}")
     existing = namespaces(emu, ctx.sandbox)
     if any(n["code"].lower() == str(body["code"]).lower() for n in existing):
-        raise _namespace_error(409, "NAMESPACE_CODE_CONFLICT",
-                               "Namespace code already exists. Please use a different code")
+        raise _namespace_error(
+            409, "NAMESPACE_CODE_CONFLICT", "Namespace code already exists. Please use a different code"
+        )
     ts = now_ms()
     namespace = {
-        "id": FIRST_CUSTOM_ID + len(existing), "code": body["code"], "name": body["name"], "idType": id_type,
-        "description": body.get("description", ""), "status": "ACTIVE", "custom": True,
-        "createTime": ts, "updateTime": ts,
+        "id": FIRST_CUSTOM_ID + len(existing),
+        "code": body["code"],
+        "name": body["name"],
+        "idType": id_type,
+        "description": body.get("description", ""),
+        "status": "ACTIVE",
+        "custom": True,
+        "createTime": ts,
+        "updateTime": ts,
     }
     if not emu.store.insert_unique_name(ctx.sandbox, KIND, str(namespace["id"]), namespace, name=body["code"]):
-        raise _namespace_error(409, "NAMESPACE_CODE_CONFLICT",
-                               "Namespace code already exists. Please use a different code")
+        raise _namespace_error(
+            409, "NAMESPACE_CODE_CONFLICT", "Namespace code already exists. Please use a different code"
+        )
     return namespace

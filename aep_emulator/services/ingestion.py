@@ -115,7 +115,7 @@ def list_staged_files(emu: Emulator, sandbox: str, batch_id: str) -> list[Staged
     found = []
     for page in emu.s3.get_paginator("list_objects_v2").paginate(Bucket=emu.settings.staging_bucket, Prefix=prefix):
         for obj in page.get("Contents", ()):
-            dataset_id, _, path = obj["Key"][len(prefix):].partition("/")
+            dataset_id, _, path = obj["Key"][len(prefix) :].partition("/")
             if dataset_id != META_DIR:
                 found.append(StagedFile(dataset_id, path, obj["Key"], obj["Size"]))
     return sorted(found, key=lambda f: (f.dataset_id, f.path))
@@ -151,9 +151,13 @@ def _parse_predecessors(emu: Emulator, sandbox: str, replay: Any, dataset_id: st
         if predecessor is None:
             raise bad_request(f"replay predecessor batch {entry[1:]} does not exist in this sandbox")
         if batch_dataset_id(predecessor) != dataset_id:
-            raise bad_request(f"replay predecessor {entry[1:]} belongs to another dataset; replay only batches of {dataset_id}")
+            raise bad_request(
+                f"replay predecessor {entry[1:]} belongs to another dataset; replay only batches of {dataset_id}"
+            )
         if predecessor["status"] not in ("success", "active"):
-            raise bad_request(f"replay predecessor {entry[1:]} is {predecessor['status']}; only successful batches can be replaced")
+            raise bad_request(
+                f"replay predecessor {entry[1:]} is {predecessor['status']}; only successful batches can be replaced"
+            )
         ids.append(entry[1:])
     return ids
 
@@ -163,7 +167,9 @@ def _parse_predecessors(emu: Emulator, sandbox: str, replay: Any, dataset_id: st
 def create_batch(body: dict = Body(...), emu: Emulator = Depends(emulator), ctx: CallContext = Depends(call_context)):
     dataset_id = body.get("datasetId")
     if not isinstance(dataset_id, str) or get_dataset(emu, ctx.sandbox, dataset_id) is None:
-        raise bad_request(f"datasetId {dataset_id!r} is not a dataset in sandbox {ctx.sandbox}; create the dataset first")
+        raise bad_request(
+            f"datasetId {dataset_id!r} is not a dataset in sandbox {ctx.sandbox}; create the dataset first"
+        )
     input_format = body.get("inputFormat")
     fmt = str((input_format or {}).get("format", "")).lower() if isinstance(input_format, dict) else ""
     if fmt not in FORMATS:
@@ -238,7 +244,9 @@ async def upload_file(
     ctx: CallContext = Depends(call_context),
 ):
     if request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/octet-stream":
-        raise problem_error(415, "UnsupportedMediaType", "upload the raw file bytes with Content-Type: application/octet-stream")
+        raise problem_error(
+            415, "UnsupportedMediaType", "upload the raw file bytes with Content-Type: application/octet-stream"
+        )
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > MAX_FILE_BYTES:
         raise _too_large(int(declared))
@@ -334,7 +342,9 @@ class RowErrors:
     sample: list[dict] = field(default_factory=list)
 
     def add(self, code: str, description: str, file: str, row: int, value: Any = None) -> None:
-        group = self.groups.setdefault((code, description), {"code": code, "description": description, "rows": [], "recordCount": 0})
+        group = self.groups.setdefault(
+            (code, description), {"code": code, "description": description, "rows": [], "recordCount": 0}
+        )
         group["recordCount"] += 1
         if len(group["rows"]) < 20:
             group["rows"].append(f"{file}:{row}")
@@ -482,17 +492,23 @@ def _check_columns(names: list[str], fields: dict[str, Field], file: str) -> Non
             problems.append(f"unknown field(s) {', '.join(repr(n) for n in unknown[:10])} not in the dataset's schema")
         if duplicated:
             problems.append(f"field(s) {', '.join(duplicated)} appear more than once")
-        raise LoadFailed([{
-            "code": CODE_CORRUPT,
-            "description": f"File {file}: {'; '.join(problems)}. Fix: send only the schema's fields "
-            f"(nested objects or dotted leaf paths such as {next(iter(fields))!r})",
-        }])
+        raise LoadFailed(
+            [
+                {
+                    "code": CODE_CORRUPT,
+                    "description": f"File {file}: {'; '.join(problems)}. Fix: send only the schema's fields "
+                    f"(nested objects or dotted leaf paths such as {next(iter(fields))!r})",
+                }
+            ]
+        )
 
 
 Column = pa.ChunkedArray | list  # Arrow data (Parquet, CSV) or decoded JSON values
 
 
-def _convert_column(source: Column, f: Field) -> tuple[pa.ChunkedArray | pa.Array, np.ndarray | None, list[str], np.ndarray]:
+def _convert_column(
+    source: Column, f: Field
+) -> tuple[pa.ChunkedArray | pa.Array, np.ndarray | None, list[str], np.ndarray]:
     """``(converted, failed mask or None, failure reasons, null mask)`` of one source column."""
     if isinstance(source, list):
         column, bad, reasons = _per_value(source, f)
@@ -504,7 +520,9 @@ def _convert_column(source: Column, f: Field) -> tuple[pa.ChunkedArray | pa.Arra
     return column, bad, reasons, pc.is_null(source).to_numpy(zero_copy_only=False)
 
 
-def _conform(columns: dict[str, Column], rows: int, fields: list[Field], file: str, first_row: int, stats: LoadStats) -> pa.Table:
+def _conform(
+    columns: dict[str, Column], rows: int, fields: list[Field], file: str, first_row: int, stats: LoadStats
+) -> pa.Table:
     """Validate one chunk; return its valid rows with the dataset's columns in schema order.
 
     :param columns: the chunk's columns by dotted leaf path.
@@ -525,14 +543,17 @@ def _conform(columns: dict[str, Column], rows: int, fields: list[Field], file: s
         if bad is not None and bad.any():
             values = source if isinstance(source, list) else source.to_pylist()
             for index, reason in zip(np.flatnonzero(bad), reasons, strict=True):
-                stats.row_errors.add(CODE_CORRUPT, _type_error(f, reason), file, first_row + int(index) + 1, values[index])
+                stats.row_errors.add(
+                    CODE_CORRUPT, _type_error(f, reason), file, first_row + int(index) + 1, values[index]
+                )
             failed |= bad
         if f.required and nulls.any():
             for index in np.flatnonzero(nulls):
                 stats.row_errors.add(
                     CODE_REQUIRED,
                     f"Required field '{f.path}' is missing. Fix: give every record a {f.xdm_type} value for '{f.path}'",
-                    file, first_row + int(index) + 1,
+                    file,
+                    first_row + int(index) + 1,
                 )
             failed |= nulls
         out.append(column)
@@ -550,16 +571,27 @@ def _json_rows(data: bytes, multi_line: bool, file: str, stats: LoadStats) -> It
         except ValueError as exc:
             raise LoadFailed([{"code": CODE_CORRUPT, "description": f"File {file} is not valid JSON: {exc}"}]) from None
         if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
-            raise LoadFailed([{"code": CODE_CORRUPT, "description": f"File {file}: with isMultiLineJson the file must be a JSON array of objects"}])
+            raise LoadFailed(
+                [
+                    {
+                        "code": CODE_CORRUPT,
+                        "description": f"File {file}: with isMultiLineJson the file must be a JSON array of objects",
+                    }
+                ]
+            )
         for start in range(0, len(records), ROWS_PER_CHUNK):
             yield records[start : start + ROWS_PER_CHUNK]
         return
     if data.lstrip().startswith(b"["):
-        raise LoadFailed([{
-            "code": CODE_CORRUPT,
-            "description": f"File {file} is a JSON array; send JSON Lines (one object per line) "
-            "or create the batch with inputFormat.isMultiLineJson true",
-        }])
+        raise LoadFailed(
+            [
+                {
+                    "code": CODE_CORRUPT,
+                    "description": f"File {file} is a JSON array; send JSON Lines (one object per line) "
+                    "or create the batch with inputFormat.isMultiLineJson true",
+                }
+            ]
+        )
     chunk: list[dict] = []
     for number, line in enumerate(data.splitlines(), start=1):
         if not line.strip():
@@ -571,7 +603,9 @@ def _json_rows(data: bytes, multi_line: bool, file: str, stats: LoadStats) -> It
         except ValueError as exc:
             stats.input_rows += 1
             stats.row_errors.failed_rows += 1
-            stats.row_errors.add(CODE_CORRUPT, f"Corrupted record: {exc}. Fix: one JSON object per line", file, number, line[:200])
+            stats.row_errors.add(
+                CODE_CORRUPT, f"Corrupted record: {exc}. Fix: one JSON object per line", file, number, line[:200]
+            )
             continue
         chunk.append(record)
         if len(chunk) == ROWS_PER_CHUNK:
@@ -600,7 +634,9 @@ def _flatten_table(table: pa.Table, fields: dict[str, Field]) -> list[tuple[str,
     while pending:
         name, column = pending.pop(0)
         if pa.types.is_struct(column.type) and name not in fields:
-            pending[:0] = [(f"{name}.{child.name}", values) for child, values in zip(column.type, column.flatten(), strict=True)]
+            pending[:0] = [
+                (f"{name}.{child.name}", values) for child, values in zip(column.type, column.flatten(), strict=True)
+            ]
         else:
             flat.append((name, column))
     return flat
@@ -611,21 +647,34 @@ def _csv_chunks(path: str) -> Iterator[pa.Table]:
     with open(path, newline="", encoding="utf-8") as handle:
         header = next(csv.reader(handle), None)
     if not header:
-        raise LoadFailed([{"code": "118", "description": "CSV header row is empty. Fix: the first row must name the fields"}])
+        raise LoadFailed(
+            [{"code": "118", "description": "CSV header row is empty. Fix: the first row must name the fields"}]
+        )
     reader = pa_csv.open_csv(
         path,
         read_options=pa_csv.ReadOptions(block_size=16 << 20),
-        convert_options=pa_csv.ConvertOptions(column_types={name: pa.string() for name in header}, strings_can_be_null=True),
+        convert_options=pa_csv.ConvertOptions(
+            column_types={name: pa.string() for name in header}, strings_can_be_null=True
+        ),
     )
     for record_batch in reader:
         yield pa.Table.from_batches([record_batch])
 
 
-def _chunks(emu: Emulator, staged: StagedFile, batch: dict, fields: dict[str, Field], stats: LoadStats) -> Iterator[tuple[dict[str, Column], int]]:
+def _chunks(
+    emu: Emulator, staged: StagedFile, batch: dict, fields: dict[str, Field], stats: LoadStats
+) -> Iterator[tuple[dict[str, Column], int]]:
     """The file's records chunk by chunk as ``({leaf path: column}, rows)``; the file is never held
     whole as Python objects (JSON excepted, whose records are parsed anyway)."""
     if staged.size == 0:
-        raise LoadFailed([{"code": CODE_EMPTY_FILE, "description": f"Dataset file is empty: {staged.path}. Fix: upload a file with records"}])
+        raise LoadFailed(
+            [
+                {
+                    "code": CODE_EMPTY_FILE,
+                    "description": f"Dataset file is empty: {staged.path}. Fix: upload a file with records",
+                }
+            ]
+        )
     fmt = batch["inputFormat"]["format"]
     with tempfile.NamedTemporaryFile(suffix="." + fmt) as local:
         emu.s3.download_fileobj(emu.settings.staging_bucket, staged.key, local)
@@ -643,7 +692,9 @@ def _chunks(emu: Emulator, staged: StagedFile, batch: dict, fields: dict[str, Fi
             if fmt == "parquet":
                 parquet = pq.ParquetFile(local.name)
                 if parquet.metadata.num_rows == 0:
-                    raise LoadFailed([{"code": CODE_EMPTY_FILE, "description": f"Dataset file is empty: {staged.path} has no rows"}])
+                    raise LoadFailed(
+                        [{"code": CODE_EMPTY_FILE, "description": f"Dataset file is empty: {staged.path} has no rows"}]
+                    )
                 tables_ = (pa.Table.from_batches([b]) for b in parquet.iter_batches(batch_size=ROWS_PER_CHUNK))
             else:
                 tables_ = _csv_chunks(local.name)
@@ -652,10 +703,14 @@ def _chunks(emu: Emulator, staged: StagedFile, batch: dict, fields: dict[str, Fi
                 _check_columns([n for n, _ in flat_columns], fields, staged.path)
                 yield dict(flat_columns), table.num_rows
         except (pa.ArrowInvalid, pa.ArrowTypeError, OSError, UnicodeDecodeError) as exc:
-            raise LoadFailed([{
-                "code": CODE_CORRUPT,
-                "description": f"File {staged.path} cannot be read as {fmt}: {exc}. Fix: upload a valid {fmt} file",
-            }]) from None
+            raise LoadFailed(
+                [
+                    {
+                        "code": CODE_CORRUPT,
+                        "description": f"File {staged.path} cannot be read as {fmt}: {exc}. Fix: upload a valid {fmt} file",
+                    }
+                ]
+            ) from None
 
 
 def _csv_bytes(table: pa.Table) -> pa.Buffer:
@@ -664,9 +719,7 @@ def _csv_bytes(table: pa.Table) -> pa.Buffer:
     UTC timestamps are written without their zone (the load runs with ``TimeZone=UTC``): Arrow formats
     naive timestamps about 40 times faster than zoned ones.
     """
-    columns = [
-        pc.cast(c, pa.timestamp(c.type.unit)) if pa.types.is_timestamp(c.type) else c for c in table.columns
-    ]
+    columns = [pc.cast(c, pa.timestamp(c.type.unit)) if pa.types.is_timestamp(c.type) else c for c in table.columns]
     sink = pa.BufferOutputStream()
     pa_csv.write_csv(
         pa.Table.from_arrays(columns, names=table.column_names),
@@ -676,7 +729,9 @@ def _csv_bytes(table: pa.Table) -> pa.Buffer:
     return sink.getvalue()
 
 
-def _encoded_chunks(emu: Emulator, batch: dict, files: list[StagedFile], fields: list[Field], stats: LoadStats) -> Iterator[pa.Buffer]:
+def _encoded_chunks(
+    emu: Emulator, batch: dict, files: list[StagedFile], fields: list[Field], stats: LoadStats
+) -> Iterator[pa.Buffer]:
     """The batch's valid rows, file by file and chunk by chunk, as COPY CSV with the system columns."""
     by_path = {f.path: f for f in fields}
     batch_id = pa.scalar(batch["id"])
@@ -735,7 +790,9 @@ def _in_background(items: Iterator, depth: int = 2) -> Iterator:
         worker.join()
 
 
-def _copy_rows(emu: Emulator, conn: psycopg.Connection, sandbox: str, batch: dict, dataset: dict, stats: LoadStats) -> None:
+def _copy_rows(
+    emu: Emulator, conn: psycopg.Connection, sandbox: str, batch: dict, dataset: dict, stats: LoadStats
+) -> None:
     """Validate every file of the batch and COPY its valid rows into the dataset table.
 
     :param stats: filled with the counts and row errors, also when the load fails.
@@ -745,11 +802,15 @@ def _copy_rows(emu: Emulator, conn: psycopg.Connection, sandbox: str, batch: dic
     try:
         fields = leaf_fields(emu, sandbox, dataset["schemaRef"]["id"])
     except XDMError as exc:
-        raise LoadFailed([{"code": CODE_CORRUPT, "description": f"The dataset's schema cannot be resolved: {exc}"}]) from None
+        raise LoadFailed(
+            [{"code": CODE_CORRUPT, "description": f"The dataset's schema cannot be resolved: {exc}"}]
+        ) from None
     by_path = {f.path: f for f in fields}
     files = [f for f in list_staged_files(emu, sandbox, batch["id"]) if f.dataset_id == dataset["id"]]
     if not files:
-        raise LoadFailed([{"code": CODE_EMPTY_FILE, "description": "The batch has no files. Fix: upload files before COMPLETE"}])
+        raise LoadFailed(
+            [{"code": CODE_EMPTY_FILE, "description": "The batch has no files. Fix: upload files before COMPLETE"}]
+        )
     names = ", ".join(quote_ident(n) for n in [*by_path, *tables.SYSTEM_COLUMNS])
     target = tables.qualified(sandbox, dataset_table(dataset))
     conn.execute("SET LOCAL TIME ZONE 'UTC'")
@@ -770,8 +831,11 @@ def _row_error_summary(batch: dict, stats: LoadStats) -> list[dict]:
     summary = {
         "code": CODE_SUMMARY_DIAGNOSTICS if diagnostics else CODE_SUMMARY,
         "description": f"Encountered {failed} errors in the data. Successfully ingested {loaded} rows. "
-        + ("Review the row errors through Data Access /batches/{id}/meta?path=row_errors"
-           if diagnostics else "Create the batch with enableErrorDiagnostics true to keep the row errors"),
+        + (
+            "Review the row errors through Data Access /batches/{id}/meta?path=row_errors"
+            if diagnostics
+            else "Create the batch with enableErrorDiagnostics true to keep the row errors"
+        ),
         "recordCount": failed,
     }
     return [summary, *stats.row_errors.groups.values()]
@@ -781,7 +845,9 @@ def _write_diagnostics(emu: Emulator, sandbox: str, batch: dict, stats: LoadStat
     if not batch.get("enableErrorDiagnostics") or not stats.row_errors.sample:
         return
     body = "\n".join(json.dumps({**e, "batchId": batch["id"]}) for e in stats.row_errors.sample).encode()
-    emu.s3.put_object(Bucket=emu.settings.staging_bucket, Key=meta_key(sandbox, batch["id"], "row_errors/part-00000.json"), Body=body)
+    emu.s3.put_object(
+        Bucket=emu.settings.staging_bucket, Key=meta_key(sandbox, batch["id"], "row_errors/part-00000.json"), Body=body
+    )
 
 
 def load_batch(emu: Emulator, sandbox: str, batch_id: str) -> None:
@@ -810,9 +876,18 @@ def load_batch(emu: Emulator, sandbox: str, batch_id: str) -> None:
         try:
             with conn.transaction():  # savepoint: rows and replay succeed or vanish together
                 if emu.faults.take_forced_failure("batch"):
-                    raise LoadFailed([{"code": CODE_CORRUPT, "description": "Batch failed by fault injection (force_failures.batch)"}])
+                    raise LoadFailed(
+                        [
+                            {
+                                "code": CODE_CORRUPT,
+                                "description": "Batch failed by fault injection (force_failures.batch)",
+                            }
+                        ]
+                    )
                 if dataset is None:
-                    raise LoadFailed([{"code": CODE_CORRUPT, "description": "The batch's dataset was deleted before the load"}])
+                    raise LoadFailed(
+                        [{"code": CODE_CORRUPT, "description": "The batch's dataset was deleted before the load"}]
+                    )
                 _copy_rows(emu, conn, sandbox, batch, dataset, stats)
                 _replay(conn, store, sandbox, batch, dataset)
             status = "success"
@@ -823,25 +898,32 @@ def load_batch(emu: Emulator, sandbox: str, batch_id: str) -> None:
         except psycopg.errors.DataError as exc:
             # PostgreSQL rejected a value the checks let through (e.g. a date out of range).
             status = "failed"
-            errors = [{"code": CODE_CORRUPT, "description": f"A value could not be stored: {exc.diag.message_primary} ({exc.diag.context})"}]
+            errors = [
+                {
+                    "code": CODE_CORRUPT,
+                    "description": f"A value could not be stored: {exc.diag.message_primary} ({exc.diag.context})",
+                }
+            ]
         except Exception as exc:
             # Fail the batch rather than leave it in staging for ever; the log has the traceback.
             log.exception("loading batch %s failed unexpectedly", batch_id)
             status, errors = "failed", [{"code": CODE_CORRUPT, "description": f"Internal error while loading: {exc}"}]
         _write_diagnostics(emu, sandbox, batch, stats)
         ts = now_ms()
-        batch.update({
-            "status": status,
-            "completed": ts,
-            "updated": ts,
-            "metrics": {
-                "inputRecordCount": stats.input_rows,
-                "outputRecordCount": stats.output_rows if status == "success" else 0,
-                "failedRecordCount": stats.row_errors.failed_rows,
-                "inputFileCount": len(files),
-                "inputByteSize": sum(f.size for f in files),
-            },
-        })
+        batch.update(
+            {
+                "status": status,
+                "completed": ts,
+                "updated": ts,
+                "metrics": {
+                    "inputRecordCount": stats.input_rows,
+                    "outputRecordCount": stats.output_rows if status == "success" else 0,
+                    "failedRecordCount": stats.row_errors.failed_rows,
+                    "inputFileCount": len(files),
+                    "inputByteSize": sum(f.size for f in files),
+                },
+            }
+        )
         if errors:
             batch["errors"] = errors
         store.update(sandbox, BATCH_KIND, batch_id, batch)

@@ -77,16 +77,22 @@ def _accept(request: Request, family: str, variants: tuple[str, ...], versioned:
     value = request.headers.get("accept", "").strip().lower()
     if value in ("", "*/*"):
         raise xdm_error(
-            400, "XDM-1006-400", "Accept header missing",
+            400,
+            "XDM-1006-400",
+            "Accept header missing",
             f"An Accept header is required, e.g. application/vnd.adobe.{family}{'+json; version=1' if versioned else '-id+json'}",
         )
     match = _ACCEPT.match(value)
     if match is None or match.group(1) != family or match.group(2) not in variants:
         allowed = ", ".join(f"application/vnd.adobe.{family}{v}+json" for v in variants)
-        raise xdm_error(400, "XDM-1008-400", "Invalid Accept header", f"Accept {value!r} is not valid here; use one of {allowed}")
+        raise xdm_error(
+            400, "XDM-1008-400", "Invalid Accept header", f"Accept {value!r} is not valid here; use one of {allowed}"
+        )
     if versioned and not match.group(3):
         raise xdm_error(
-            400, "XDM-1009-400", "Accept header version missing",
+            400,
+            "XDM-1009-400",
+            "Accept header version missing",
             f"Accept {value!r} needs a major version, e.g. application/vnd.adobe.{family}{match.group(2)}+json; version=1",
         )
     return match.group(2)
@@ -111,7 +117,9 @@ def _kind(kind: str) -> tuple[str | None, dict[str, dict]]:
 
 def _container(container: str) -> None:
     if container not in ("global", "tenant"):
-        raise xdm_error(404, "XDM-1012-404", "Resource not found", f"unknown container {container!r}; use global or tenant")
+        raise xdm_error(
+            404, "XDM-1012-404", "Resource not found", f"unknown container {container!r}; use global or tenant"
+        )
 
 
 def _without_text(node: Any) -> Any:
@@ -156,14 +164,21 @@ def _listing(request: Request, docs: list[dict], variant: str) -> dict:
     descending = keys[0].startswith("-")
     if "start" in params:
         start = params["start"]
-        docs = [d for d in docs if (str(lookup(d, primary) or "") < start if descending else str(lookup(d, primary) or "") > start)]
+        docs = [
+            d
+            for d in docs
+            if (str(lookup(d, primary) or "") < start if descending else str(lookup(d, primary) or "") > start)
+        ]
     try:
         limit = min(int(params.get("limit", LIST_LIMIT)), LIST_LIMIT)
     except ValueError:
         raise invalid(f"limit={params['limit']!r} must be an integer between 1 and {LIST_LIMIT}") from None
     page = docs[: max(limit, 1)]
     if variant == "-id":
-        results = [{"title": d.get("title"), "$id": d["$id"], "meta:altId": d["meta:altId"], "version": d.get("version")} for d in page]
+        results = [
+            {"title": d.get("title"), "$id": d["$id"], "meta:altId": d["meta:altId"], "version": d.get("version")}
+            for d in page
+        ]
     else:
         results = page
     body: dict[str, Any] = {"results": results, "_page": {"orderby": order, "count": len(page)}, "_links": {}}
@@ -193,7 +208,8 @@ def stats(emu: Emulator = Depends(emulator), ctx: CallContext = Depends(call_con
             "unions": len({s["meta:class"] for s in schemas if UNION_TAG in s.get("meta:immutableTags", ())}),
         },
         "recentlyCreatedResources": [
-            {"title": d.get("title"), "$id": d["$id"], "meta:altId": d["meta:altId"], "version": d["version"]} for d in recent[:5]
+            {"title": d.get("title"), "$id": d["$id"], "meta:altId": d["meta:altId"], "version": d["version"]}
+            for d in recent[:5]
         ],
         "recentlyUpdatedResources": [],
         "classUsage": [],
@@ -209,7 +225,9 @@ def _primary_identity(emu: Emulator, sandbox: str, schema_id: str) -> dict | Non
 
 @router.post("/tenant/descriptors", status_code=201)
 @router.post("/tenant/descriptors/", status_code=201, include_in_schema=False)
-def create_descriptor(body: dict = Body(...), emu: Emulator = Depends(emulator), ctx: CallContext = Depends(call_context)):
+def create_descriptor(
+    body: dict = Body(...), emu: Emulator = Depends(emulator), ctx: CallContext = Depends(call_context)
+):
     kind = body.get("@type")
     if kind not in DESCRIPTOR_TYPES:
         raise invalid(f"@type {kind!r} is not a descriptor type; use one of {', '.join(DESCRIPTOR_TYPES)}")
@@ -221,10 +239,12 @@ def create_descriptor(body: dict = Body(...), emu: Emulator = Depends(emulator),
         raise invalid(f"xdm:sourceSchema {body['xdm:sourceSchema']!r} is not a tenant schema; create the schema first")
     path = str(body["xdm:sourceProperty"]).strip("/").replace("/", ".")
     if path not in {f.path for f in fields_of(emu, ctx.sandbox, schema)}:
-        raise invalid(f"xdm:sourceProperty {body['xdm:sourceProperty']!r} is not a field of {schema['$id']}; use a path such as /_{emu.settings.tenant_id}/userid")
+        raise invalid(
+            f"xdm:sourceProperty {body['xdm:sourceProperty']!r} is not a field of {schema['$id']}; use a path such as /_{emu.settings.tenant_id}/userid"
+        )
     if kind == "xdm:descriptorIdentity":
         if not isinstance(body.get("xdm:namespace"), str) or not body["xdm:namespace"]:
-            raise invalid("xdm:namespace is required for an identity descriptor, e.g. \"ECID\"")
+            raise invalid('xdm:namespace is required for an identity descriptor, e.g. "ECID"')
         # AEP documents xdm:code with a namespace code; the reference workflow sends xdm:id with a code.
         if body.get("xdm:property", "xdm:code") not in ("xdm:code", "xdm:id"):
             raise invalid("xdm:property must be xdm:code (namespace code) or xdm:id (namespace id)")
@@ -250,8 +270,11 @@ def create_descriptor(body: dict = Body(...), emu: Emulator = Depends(emulator),
 @router.get("/tenant/descriptors/", include_in_schema=False)
 def list_descriptors(request: Request, emu: Emulator = Depends(emulator), ctx: CallContext = Depends(call_context)):
     variant = _accept(request, "xdm", ("", "-id", "-link", "-v2", "-v2-id", "-v2-link"), versioned=False)
-    docs = [d for d in emu.store.list(ctx.sandbox, DESCRIPTOR_KIND)
-            if all(property_matches(d, e) for v in request.query_params.getlist("property") for e in v.split(","))]
+    docs = [
+        d
+        for d in emu.store.list(ctx.sandbox, DESCRIPTOR_KIND)
+        if all(property_matches(d, e) for v in request.query_params.getlist("property") for e in v.split(","))
+    ]
     if variant.endswith("-id"):
         items = [d["@id"] for d in docs]
     elif variant.endswith("-link"):
@@ -299,18 +322,20 @@ def list_unions(request: Request, emu: Emulator = Depends(emulator), ctx: CallCo
     for class_id, schema_ids in members.items():
         union_id = f"{class_id}__union"
         title = GLOBAL_CLASSES.get(class_id, {}).get("title", class_id)
-        unions.append({
-            "$id": union_id,
-            "meta:altId": alt_id(union_id),
-            "meta:resourceType": "unions",
-            "version": f"1.{len(schema_ids)}",
-            "title": f"Union for {title}",
-            "type": "object",
-            "meta:class": class_id,
-            "meta:containerId": "tenant",
-            "allOf": [{"$ref": s} for s in schema_ids],
-            "meta:extends": schema_ids,
-        })
+        unions.append(
+            {
+                "$id": union_id,
+                "meta:altId": alt_id(union_id),
+                "meta:resourceType": "unions",
+                "version": f"1.{len(schema_ids)}",
+                "title": f"Union for {title}",
+                "type": "object",
+                "meta:class": class_id,
+                "meta:containerId": "tenant",
+                "allOf": [{"$ref": s} for s in schema_ids],
+                "meta:extends": schema_ids,
+            }
+        )
     return _listing(request, unions, variant)
 
 
@@ -323,16 +348,18 @@ def _check_tenant_fields(emu: Emulator, doc: dict) -> None:
     for definition in doc.get("definitions", {}).values():
         for name in definition.get("properties", {}):
             if name.startswith("_") and name != tenant:
-                raise invalid(f"field {name!r} starts with '_'; put custom fields under the tenant namespace {tenant!r}")
+                raise invalid(
+                    f"field {name!r} starts with '_'; put custom fields under the tenant namespace {tenant!r}"
+                )
 
 
 def _new_resource(emu: Emulator, ctx: CallContext, body: dict, path_kind: str, resource_type: str) -> dict:
     if not isinstance(body.get("title"), str) or not body["title"].strip():
         raise invalid("title is required: give the resource a unique, non-empty title")
     if body.get("type", "object") != "object":
-        raise invalid("type must be \"object\"")
+        raise invalid('type must be "object"')
     if not isinstance(body.get("allOf", []), list):
-        raise invalid("allOf must be a list of {\"$ref\": ...} entries")
+        raise invalid('allOf must be a list of {"$ref": ...} entries')
     id_, alt = tenant_id(emu, path_kind, uuid.uuid4().hex)
     return {
         **body,
@@ -354,7 +381,9 @@ def _new_resource(emu: Emulator, ctx: CallContext, body: dict, path_kind: str, r
 def _insert_unique(emu: Emulator, ctx: CallContext, kind: str, doc: dict) -> dict:
     if not emu.store.insert_unique_name(ctx.sandbox, kind, doc["meta:altId"], doc, doc["title"]):
         raise xdm_error(
-            409, "XDM-1521-409", "Title already in use",
+            409,
+            "XDM-1521-409",
+            "Title already in use",
             f"A {doc['meta:resourceType']} resource titled {doc['title']!r} already exists in this sandbox; "
             "titles are unique: look it up by title or choose another",
         )
@@ -365,7 +394,9 @@ def _insert_unique(emu: Emulator, ctx: CallContext, kind: str, doc: dict) -> dic
 @router.post("/tenant/fieldgroups/", status_code=201, include_in_schema=False)
 @router.post("/tenant/mixins", status_code=201, include_in_schema=False)
 @router.post("/tenant/mixins/", status_code=201, include_in_schema=False)
-def create_field_group(body: dict = Body(...), emu: Emulator = Depends(emulator), ctx: CallContext = Depends(call_context)):
+def create_field_group(
+    body: dict = Body(...), emu: Emulator = Depends(emulator), ctx: CallContext = Depends(call_context)
+):
     doc = _new_resource(emu, ctx, body, "mixins", "mixins")
     doc.setdefault("meta:intendedToExtend", [])
     doc.setdefault("meta:abstract", True)
@@ -384,7 +415,7 @@ def _compose(emu: Emulator, sandbox: str, doc: dict) -> dict:
     for part in doc.get("allOf", []):
         ref = part.get("$ref") if isinstance(part, dict) else None
         if not ref:
-            raise invalid("each allOf entry must be {\"$ref\": <class or field group $id>}")
+            raise invalid('each allOf entry must be {"$ref": <class or field group $id>}')
         if ref in GLOBAL_CLASSES:
             classes.append(ref)
             continue
@@ -393,7 +424,9 @@ def _compose(emu: Emulator, sandbox: str, doc: dict) -> dict:
             raise invalid(f"allOf $ref {ref!r} is not a known class or field group; create it or fix the $ref")
         field_groups.append(target)
     if len(classes) != 1:
-        raise invalid(f"a schema needs exactly one class in allOf (found {len(classes)}); add e.g. {{\"$ref\": \"{next(iter(GLOBAL_CLASSES))}\"}}")
+        raise invalid(
+            f'a schema needs exactly one class in allOf (found {len(classes)}); add e.g. {{"$ref": "{next(iter(GLOBAL_CLASSES))}"}}'
+        )
     class_id = classes[0]
     for group in field_groups:
         extends = group.get("meta:intendedToExtend") or []
@@ -402,7 +435,11 @@ def _compose(emu: Emulator, sandbox: str, doc: dict) -> dict:
     if doc.get("meta:class", class_id) != class_id:
         raise invalid(f"the schema's class cannot change from {doc['meta:class']} to {class_id}")
     doc["meta:class"] = class_id
-    doc["meta:extends"] = [class_id, *GLOBAL_CLASSES[class_id].get("meta:extends", []), *(g["$id"] for g in field_groups)]
+    doc["meta:extends"] = [
+        class_id,
+        *GLOBAL_CLASSES[class_id].get("meta:extends", []),
+        *(g["$id"] for g in field_groups),
+    ]
     try:
         fields_of(emu, sandbox, doc)
     except XDMError as exc:
@@ -451,12 +488,16 @@ def patch_schema(
     patched = _compose(emu, ctx.sandbox, patched)
     major, _, minor = current.get("version", "1.0").partition(".")
     patched["version"] = f"{major}.{int(minor or 0) + 1}"
-    patched["meta:registryMetadata"] = {**current["meta:registryMetadata"], **{
-        k: v for k, v in registry_metadata(emu).items() if k != "repo:createdDate"}}
+    patched["meta:registryMetadata"] = {
+        **current["meta:registryMetadata"],
+        **{k: v for k, v in registry_metadata(emu).items() if k != "repo:createdDate"},
+    }
     if patched.get("title") != current.get("title"):
         other = emu.store.find_by_name(ctx.sandbox, SCHEMA_KIND, patched.get("title"))
         if other is not None:
-            raise xdm_error(409, "XDM-1521-409", "Title already in use", f"a schema titled {patched.get('title')!r} already exists")
+            raise xdm_error(
+                409, "XDM-1521-409", "Title already in use", f"a schema titled {patched.get('title')!r} already exists"
+            )
     emu.store.update(ctx.sandbox, SCHEMA_KIND, current["meta:altId"], patched, name=patched.get("title"))
     return patched
 
@@ -474,7 +515,11 @@ def delete_schema(ref: str, emu: Emulator = Depends(emulator), ctx: CallContext 
 @router.get("/{container}/{kind}")
 @router.get("/{container}/{kind}/", include_in_schema=False)
 def list_resources(
-    container: str, kind: str, request: Request, emu: Emulator = Depends(emulator), ctx: CallContext = Depends(call_context)
+    container: str,
+    kind: str,
+    request: Request,
+    emu: Emulator = Depends(emulator),
+    ctx: CallContext = Depends(call_context),
 ):
     _container(container)
     _kind(kind)
@@ -484,7 +529,12 @@ def list_resources(
 
 @router.get("/{container}/{kind}/{ref:path}")
 def get_resource(
-    container: str, kind: str, ref: str, request: Request, emu: Emulator = Depends(emulator), ctx: CallContext = Depends(call_context)
+    container: str,
+    kind: str,
+    ref: str,
+    request: Request,
+    emu: Emulator = Depends(emulator),
+    ctx: CallContext = Depends(call_context),
 ):
     _container(container)
     stored_kind, globals_ = _kind(kind)

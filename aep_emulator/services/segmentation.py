@@ -166,7 +166,8 @@ def _merged_profiles_sql(sources: list[ProfileSource], columns: dict[str, str]) 
     for source in sources:
         identity = quote_ident(source.identity_column)
         selected = ", ".join(
-            f"{quote_ident(name)}::{type_} AS {quote_ident(name)}" if name in source.columns
+            f"{quote_ident(name)}::{type_} AS {quote_ident(name)}"
+            if name in source.columns
             else f"NULL::{type_} AS {quote_ident(name)}"
             for name, type_ in columns.items()
         )
@@ -237,8 +238,13 @@ def _new_definition(emu: Emulator, ctx: CallContext, body: dict, audience_api: b
         "isSystem": False,
         "dependents": [],
         "dependencies": [],
-        "definedOn": [{"meta:resourceType": "unions", "meta:containerId": "tenant",
-                       "$ref": "https://ns.adobe.com/xdm/context/profile__union"}],
+        "definedOn": [
+            {
+                "meta:resourceType": "unions",
+                "meta:containerId": "tenant",
+                "$ref": "https://ns.adobe.com/xdm/context/profile__union",
+            }
+        ],
         "createdBy": ctx.client_id,
         "creationTime": ts,
         "updateTime": ts,
@@ -249,7 +255,9 @@ def _new_definition(emu: Emulator, ctx: CallContext, body: dict, audience_api: b
     if "payloadSchema" in body:
         doc["payloadSchema"] = body["payloadSchema"]
     if doc["lifecycleState"] == "deleted":
-        raise ups_error(400, CODE_INVALID, "There is a problem in audience validation. Cannot set lifecycleState as deleted")
+        raise ups_error(
+            400, CODE_INVALID, "There is a problem in audience validation. Cannot set lifecycleState as deleted"
+        )
     if not emu.store.insert_unique_name(ctx.sandbox, KIND_DEFINITION, segment_id, doc, doc["name"]):
         message = f"Segment definition with name {doc['name']!r} already exists"
         raise ups_error(400, CODE_INVALID, message) if audience_api else ups_error(422, CODE_DUPLICATE_NAME, message)
@@ -273,7 +281,9 @@ def _save_changes(emu: Emulator, ctx: CallContext, current: dict, changed: dict)
     for key in ("id", "imsOrgId", "sandbox", "creationTime", "createEpoch", "createdBy"):
         changed[key] = current[key]
     if changed.get("lifecycleState") == "deleted":
-        raise ups_error(400, CODE_INVALID, "There is a problem in audience validation. Cannot set lifecycleState as deleted")
+        raise ups_error(
+            400, CODE_INVALID, "There is a problem in audience validation. Cannot set lifecycleState as deleted"
+        )
     if changed.get("expression") != current.get("expression"):
         validate_expression(emu, ctx.sandbox, changed.get("expression"))
     if changed.get("name") != current["name"]:
@@ -316,8 +326,12 @@ def _int_param(request: Request, name: str, default: int, minimum: int) -> int:
 
 
 @router.post("/segment/definitions")
-def create_definition(request: Request, body: Any = Body(None), emu: Emulator = Depends(emulator),
-                      ctx: CallContext = Depends(call_context)):
+def create_definition(
+    request: Request,
+    body: Any = Body(None),
+    emu: Emulator = Depends(emulator),
+    ctx: CallContext = Depends(call_context),
+):
     """Create a segment definition: 200 (not 201), with an ``X-Location`` header."""
     doc = _new_definition(emu, ctx, body, audience_api=False)
     return JSONResponse(doc, headers={"X-Location": f"{request.url.path}/{doc['id']}"})
@@ -332,10 +346,15 @@ def list_definitions(request: Request, emu: Emulator = Depends(emulator), ctx: C
     docs = _sorted(emu.store.list(ctx.sandbox, KIND_DEFINITION), sort)
     field, descending = _sort_key(sort)
     return {
-        "segments": docs[(page - 1) * limit: page * limit],
-        "page": {"totalCount": len(docs), "totalPages": math.ceil(len(docs) / limit), "sortField": field,
-                 "sort": "desc" if descending else "asc", "pageSize": len(docs[(page - 1) * limit: page * limit]),
-                 "limit": limit},
+        "segments": docs[(page - 1) * limit : page * limit],
+        "page": {
+            "totalCount": len(docs),
+            "totalPages": math.ceil(len(docs) / limit),
+            "sortField": field,
+            "sort": "desc" if descending else "asc",
+            "pageSize": len(docs[(page - 1) * limit : page * limit]),
+            "limit": limit,
+        },
         "link": {},
     }
 
@@ -346,8 +365,9 @@ def read_definition(segment_id: str, emu: Emulator = Depends(emulator), ctx: Cal
 
 
 @router.patch("/segment/definitions/{segment_id}")
-def patch_definition(segment_id: str, body: Any = Body(None), emu: Emulator = Depends(emulator),
-                     ctx: CallContext = Depends(call_context)):
+def patch_definition(
+    segment_id: str, body: Any = Body(None), emu: Emulator = Depends(emulator), ctx: CallContext = Depends(call_context)
+):
     """JSON Patch, e.g. ``[{"op":"add","path":"/expression/value","value":"..."}]``."""
     current = get_definition(emu, ctx.sandbox, segment_id)
     return _save_changes(emu, ctx, current, _patched(current, body))
@@ -361,7 +381,9 @@ def delete_definition(segment_id: str, emu: Emulator = Depends(emulator), ctx: C
 
 
 @router.post("/audiences", status_code=201)
-def create_audience(body: Any = Body(None), emu: Emulator = Depends(emulator), ctx: CallContext = Depends(call_context)):
+def create_audience(
+    body: Any = Body(None), emu: Emulator = Depends(emulator), ctx: CallContext = Depends(call_context)
+):
     return _new_definition(emu, ctx, body, audience_api=True)
 
 
@@ -397,14 +419,21 @@ def list_audiences(request: Request, emu: Emulator = Depends(emulator), ctx: Cal
     start = _int_param(request, "start", 0, 0)
     sort = request.query_params.get("sort")
     docs = _sorted([d for d in emu.store.list(ctx.sandbox, KIND_DEFINITION) if _audience_filter(request)(d)], sort)
-    children = docs[start:start + limit]
+    children = docs[start : start + limit]
     next_start = start + limit if start + limit < len(docs) else 0
     field, descending = _sort_key(sort)
     body: dict[str, Any] = {
         "children": children,
-        "_page": {"totalCount": len(docs), "totalPages": math.ceil(len(docs) / limit), "sortField": field,
-                  "sort": "desc" if descending else "asc", "pageSize": len(children), "limit": limit,
-                  "start": start, "next": next_start},
+        "_page": {
+            "totalCount": len(docs),
+            "totalPages": math.ceil(len(docs) / limit),
+            "sortField": field,
+            "sort": "desc" if descending else "asc",
+            "pageSize": len(children),
+            "limit": limit,
+            "start": start,
+            "next": next_start,
+        },
         "_links": {},
     }
     if next_start:
@@ -420,8 +449,12 @@ def read_audience(audience_id: str, emu: Emulator = Depends(emulator), ctx: Call
 
 
 @router.put("/audiences/{audience_id}", status_code=201)
-def replace_audience(audience_id: str, body: Any = Body(None), emu: Emulator = Depends(emulator),
-                     ctx: CallContext = Depends(call_context)):
+def replace_audience(
+    audience_id: str,
+    body: Any = Body(None),
+    emu: Emulator = Depends(emulator),
+    ctx: CallContext = Depends(call_context),
+):
     """Replace an audience (201 per the spec)."""
     current = get_definition(emu, ctx.sandbox, audience_id)
     if not isinstance(body, dict):
@@ -430,8 +463,12 @@ def replace_audience(audience_id: str, body: Any = Body(None), emu: Emulator = D
 
 
 @router.patch("/audiences/{audience_id}", status_code=201)
-def patch_audience(audience_id: str, body: Any = Body(None), emu: Emulator = Depends(emulator),
-                   ctx: CallContext = Depends(call_context)):
+def patch_audience(
+    audience_id: str,
+    body: Any = Body(None),
+    emu: Emulator = Depends(emulator),
+    ctx: CallContext = Depends(call_context),
+):
     """JSON Patch an audience (201 per the spec)."""
     current = get_definition(emu, ctx.sandbox, audience_id)
     return _save_changes(emu, ctx, current, _patched(current, body))
@@ -448,20 +485,29 @@ def delete_audience(audience_id: str, emu: Emulator = Depends(emulator), ctx: Ca
 
 
 @router.post("/segment/jobs")
-def create_job(request: Request, body: Any = Body(None), emu: Emulator = Depends(emulator),
-               ctx: CallContext = Depends(call_context)):
+def create_job(
+    request: Request,
+    body: Any = Body(None),
+    emu: Emulator = Depends(emulator),
+    ctx: CallContext = Depends(call_context),
+):
     """Create a batch segmentation job over ``[{"segmentId"}]``; it advances in the background."""
     if not isinstance(body, list) or not body or not all(isinstance(s, dict) and s.get("segmentId") for s in body):
         raise ups_error(400, CODE_INVALID, 'The body must be a non-empty array of {"segmentId": "..."}')
     segments = []
     for item in body:
         definition = get_definition(emu, ctx.sandbox, item["segmentId"])
-        segments.append({
-            "segmentId": definition["id"],
-            "segment": {"id": definition["id"], "expression": definition["expression"],
-                        "mergePolicyId": definition["mergePolicyId"],
-                        "mergePolicy": {"id": definition["mergePolicyId"], "version": 1}},
-        })
+        segments.append(
+            {
+                "segmentId": definition["id"],
+                "segment": {
+                    "id": definition["id"],
+                    "expression": definition["expression"],
+                    "mergePolicyId": definition["mergePolicyId"],
+                    "mergePolicy": {"id": definition["mergePolicyId"], "version": 1},
+                },
+            }
+        )
     job_id = str(uuid.uuid4())
     ts = now_ms()
     job_path = f"{request.url.path.rstrip('/')}/{job_id}"
@@ -480,7 +526,10 @@ def create_job(request: Request, body: Any = Body(None), emu: Emulator = Depends
         "creationTime": ts,
         "updateTime": ts,
         "updateEpoch": ts // 1000,
-        "_links": {"cancel": {"href": job_path, "method": "DELETE"}, "checkStatus": {"href": job_path, "method": "GET"}},
+        "_links": {
+            "cancel": {"href": job_path, "method": "DELETE"},
+            "checkStatus": {"href": job_path, "method": "GET"},
+        },
     }
     emu.store.insert(ctx.sandbox, KIND_JOB, job_id, job)
     emu.submit(run_job, emu, ctx.sandbox, job_id)
@@ -559,17 +608,26 @@ def run_job(emu: Emulator, sandbox: str, job_id: str) -> None:
         _fail_job(emu, sandbox, job, started, "0101", f"Segment evaluation failed: internal error: {exc}")
         return
     ended = now_ms()
-    metrics["totalTime"] = {"startTimeInMs": job["creationTime"], "endTimeInMs": ended,
-                            "totalTimeInMs": ended - job["creationTime"]}
-    metrics["profileSegmentationTime"] = {"startTimeInMs": started, "endTimeInMs": ended, "totalTimeInMs": ended - started}
+    metrics["totalTime"] = {
+        "startTimeInMs": job["creationTime"],
+        "endTimeInMs": ended,
+        "totalTimeInMs": ended - job["creationTime"],
+    }
+    metrics["profileSegmentationTime"] = {
+        "startTimeInMs": started,
+        "endTimeInMs": ended,
+        "totalTimeInMs": ended - started,
+    }
     if not _advance(emu, sandbox, job_id, "SUCCEEDED", metrics=metrics):
         _delete_members(emu, sandbox, job_id)
 
 
 def _fail_job(emu: Emulator, sandbox: str, job: dict, started: int, code: str, message: str) -> None:
     ended = now_ms()
-    metrics = {**job["metrics"], "profileSegmentationTime": {"startTimeInMs": started, "endTimeInMs": ended,
-                                                             "totalTimeInMs": ended - started}}
+    metrics = {
+        **job["metrics"],
+        "profileSegmentationTime": {"startTimeInMs": started, "endTimeInMs": ended, "totalTimeInMs": ended - started},
+    }
     _advance(emu, sandbox, job["id"], "FAILED", metrics=metrics, errors=[{"code": code, "msg": message}])
 
 
@@ -582,8 +640,9 @@ def evaluate(emu: Emulator, sandbox: str, job: dict) -> dict:
     """Evaluate every segment of a job, store the members and return the job's count metrics."""
     sources = profile_sources(emu, sandbox)
     columns = union_columns(sources)
-    predicates = {s["segmentId"]: pql.compile_predicate(s["segment"]["expression"]["value"], columns)
-                  for s in job["segments"]}
+    predicates = {
+        s["segmentId"]: pql.compile_predicate(s["segment"]["expression"]["value"], columns) for s in job["segments"]
+    }
     counters: dict[str, int] = {}
     by_namespace: dict[str, dict[str, int]] = {}
     by_status: dict[str, dict[str, int]] = {}
@@ -605,7 +664,8 @@ def evaluate(emu: Emulator, sandbox: str, job: dict) -> dict:
                 )
             rows = conn.execute(
                 f"SELECT namespace, count(*) FROM {MEMBERS_TABLE} WHERE sandbox=%s AND job_id=%s AND segment_id=%s"
-                " GROUP BY namespace", (sandbox, job["id"], segment_id),
+                " GROUP BY namespace",
+                (sandbox, job["id"], segment_id),
             ).fetchall()
             by_namespace[segment_id] = {ns: n for ns, n in rows}
             counters[segment_id] = sum(by_namespace[segment_id].values())
@@ -619,7 +679,9 @@ def evaluate(emu: Emulator, sandbox: str, job: dict) -> dict:
     }
 
 
-def _status_counts(conn: psycopg.Connection, sandbox: str, segment_id: str, job_id: str, previous_job: str | None) -> dict:
+def _status_counts(
+    conn: psycopg.Connection, sandbox: str, segment_id: str, job_id: str, previous_job: str | None
+) -> dict:
     """realized (new members), existing (members in the previous run too) and exited (dropped out)."""
     row = conn.execute(
         f"""SELECT count(*) FILTER (WHERE cur.identity IS NOT NULL AND prev.identity IS NULL),
@@ -636,14 +698,16 @@ def _status_counts(conn: psycopg.Connection, sandbox: str, segment_id: str, job_
 def latest_succeeded_job_id(emu: Emulator, sandbox: str, segment_id: str) -> str | None:
     """The newest SUCCEEDED job that evaluated ``segment_id`` (its members are the audience)."""
     jobs = [
-        job for job in emu.store.list(sandbox, KIND_JOB)
+        job
+        for job in emu.store.list(sandbox, KIND_JOB)
         if job["status"] == "SUCCEEDED" and any(s["segmentId"] == segment_id for s in job["segments"])
     ]
     return jobs[-1]["id"] if jobs else None
 
 
-def iter_members(emu: Emulator, sandbox: str, job_id: str, segment_id: str, chunk_size: int = 10_000
-                 ) -> Iterator[list[tuple[str, str, dict]]]:
+def iter_members(
+    emu: Emulator, sandbox: str, job_id: str, segment_id: str, chunk_size: int = 10_000
+) -> Iterator[list[tuple[str, str, dict]]]:
     """``(namespace, identity, attributes)`` of a job's members, in chunks, via a server-side cursor."""
     with emu.db.connection() as conn, conn.cursor(name=f"members_{uuid.uuid4().hex}") as cur:
         cur.execute(
@@ -664,4 +728,3 @@ def recover(emu: Emulator) -> None:
         if sandbox in emu.settings.sandboxes and job["status"] not in TERMINAL_JOB_STATES:
             log.info("resuming segment job %s in sandbox %s (status %s)", job["id"], sandbox, job["status"])
             emu.submit(run_job, emu, sandbox, job["id"])
-

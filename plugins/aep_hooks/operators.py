@@ -838,8 +838,9 @@ class _AEPFlowOperator(AEPBaseOperator):
         for run_id, run in runs.items():
             status, state = classify_run(run)
             if status != "success":
-                self.check_event("flow run", {"status": status, "id": run_id, "state": state,
-                                              "errors": FlowRunTrigger.errors(run)})
+                self.check_event(
+                    "flow run", {"status": status, "id": run_id, "state": state, "errors": FlowRunTrigger.errors(run)}
+                )
         return self.result(context, list(runs.values()))
 
     def result(self, context: Context, runs: list[dict[str, Any]]) -> Any:
@@ -914,9 +915,7 @@ class AEPDatasetExportOperator(_AEPFlowOperator):
 
     def execute(self, context: Context) -> Any:
         flow_id = self._ensure_flow()
-        run_ids = self.adhoc_run_ids(
-            context, flow_id, lambda: [self.hook.run_dataset_export(flow_id, self.dataset_id)]
-        )
+        run_ids = self.adhoc_run_ids(context, flow_id, lambda: [self.hook.run_dataset_export(flow_id, self.dataset_id)])
         return self.wait_for_runs(context, run_ids)
 
     def _ensure_flow(self) -> str:

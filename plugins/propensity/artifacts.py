@@ -65,8 +65,9 @@ def read_parquet(s3, bucket: str, key: str) -> pa.Table:
 
 
 def write_json(s3, bucket: str, key: str, payload: Any) -> None:
-    s3.put_object(Bucket=bucket, Key=key, Body=json.dumps(payload, indent=2, default=str).encode(),
-                  ContentType="application/json")
+    s3.put_object(
+        Bucket=bucket, Key=key, Body=json.dumps(payload, indent=2, default=str).encode(), ContentType="application/json"
+    )
 
 
 def read_json(s3, bucket: str, key: str) -> Any:

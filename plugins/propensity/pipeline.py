@@ -93,28 +93,64 @@ SCORES_DATASET = {
 def dag_params(param: type) -> dict[str, Any]:
     """The DAG's params (the trigger form); ``param`` is ``airflow.sdk.Param``."""
     return {
-        "as_of_date": param(None, type=["null", "string"], format="date", title="As-of date",
-                            description="Score as of this date (YYYY-MM-DD). Empty: the run's data interval."),
-        "synthetic_data": param(True, type="boolean", title="Synthetic data",
-                                description="Simulate and ingest events (local and dev sandboxes). Off for a real org."),
-        "profile_count": param(100_000, type="integer", minimum=100, maximum=5_000_000, title="Profiles",
-                               description="Size of the synthetic population (the reference used 100,000)."),
+        "as_of_date": param(
+            None,
+            type=["null", "string"],
+            format="date",
+            title="As-of date",
+            description="Score as of this date (YYYY-MM-DD). Empty: the run's data interval.",
+        ),
+        "synthetic_data": param(
+            True,
+            type="boolean",
+            title="Synthetic data",
+            description="Simulate and ingest events (local and dev sandboxes). Off for a real org.",
+        ),
+        "profile_count": param(
+            100_000,
+            type="integer",
+            minimum=100,
+            maximum=5_000_000,
+            title="Profiles",
+            description="Size of the synthetic population (the reference used 100,000).",
+        ),
         "seed": param(42, type="integer", title="Simulation seed"),
-        "history_days": param(REFERENCE_DAYS, type="integer", minimum=14, maximum=365,
-                              description="Days of events seeded when the events dataset is empty."),
-        "label_window_days": param(28, type="integer", minimum=1, maximum=90,
-                                   description="A user is positive when they convert within this many days of the cut-off."),
-        "min_auc": param(0.7, type="number", minimum=0.5, maximum=1.0,
-                         description="Quality gate: the run fails when the holdout ROC AUC is lower."),
-        "force_retrain": param(False, type="boolean",
-                               description="Retrain even when this date already has a model."),
-        "audience_tiers": param({"high": 0.1, "medium": 0.3}, type="object", title="Audience tiers",
-                                description="Each tier's reach as a cumulative share of the top-scored profiles: "
-                                            "high = top 10 %, medium = the next 20 %."),
+        "history_days": param(
+            REFERENCE_DAYS,
+            type="integer",
+            minimum=14,
+            maximum=365,
+            description="Days of events seeded when the events dataset is empty.",
+        ),
+        "label_window_days": param(
+            28,
+            type="integer",
+            minimum=1,
+            maximum=90,
+            description="A user is positive when they convert within this many days of the cut-off.",
+        ),
+        "min_auc": param(
+            0.7,
+            type="number",
+            minimum=0.5,
+            maximum=1.0,
+            description="Quality gate: the run fails when the holdout ROC AUC is lower.",
+        ),
+        "force_retrain": param(False, type="boolean", description="Retrain even when this date already has a model."),
+        "audience_tiers": param(
+            {"high": 0.1, "medium": 0.3},
+            type="object",
+            title="Audience tiers",
+            description="Each tier's reach as a cumulative share of the top-scored profiles: "
+            "high = top 10 %, medium = the next 20 %.",
+        ),
         "activate": param(True, type="boolean", description="Activate the audiences to the S3 destination."),
-        "artifact_bucket": param("aep-propensity", type="string", description="S3 bucket for models, scores and reports."),
-        "destination_bucket": param("aep-destination", type="string",
-                                    description="S3 bucket AEP exports datasets and audiences to."),
+        "artifact_bucket": param(
+            "aep-propensity", type="string", description="S3 bucket for models, scores and reports."
+        ),
+        "destination_bucket": param(
+            "aep-destination", type="string", description="S3 bucket AEP exports datasets and audiences to."
+        ),
     }
 
 
@@ -214,8 +250,11 @@ def _population(s3, run: dict, params: dict) -> tuple[simulation.Population, dat
             )
     else:
         as_of = date.fromisoformat(run["as_of"])
-        stored = {**wanted, "start": (as_of - timedelta(days=int(params["history_days"]))).isoformat(),
-                  "history_end": as_of.isoformat()}
+        stored = {
+            **wanted,
+            "start": (as_of - timedelta(days=int(params["history_days"]))).isoformat(),
+            "history_end": as_of.isoformat(),
+        }
         artifacts.write_json(s3, run["artifact_bucket"], key, stored)
     population = simulation.make_population(wanted["seed"], wanted["size"], date.fromisoformat(stored["start"]))
     return population, date.fromisoformat(stored["history_end"])
@@ -301,8 +340,12 @@ def generate_profiles(context: dict, run: dict) -> list[str]:
     )
     artifacts.write_parquet(s3, bucket, artifacts.truth_key(as_of), truth.select(["userid", "true_propensity"]))
     attributes = pa.StructArray.from_arrays(
-        [truth["userid"].combine_chunks(), truth["email"].combine_chunks(),
-         truth["first_name"].combine_chunks(), truth["last_name"].combine_chunks()],
+        [
+            truth["userid"].combine_chunks(),
+            truth["email"].combine_chunks(),
+            truth["first_name"].combine_chunks(),
+            truth["last_name"].combine_chunks(),
+        ],
         names=["userid", "email", "firstName", "lastName"],
     )
     profiles = pa.table({"_id": truth["userid"], f"_{tenant}": attributes})
@@ -317,8 +360,8 @@ def write_eda_report(run: dict, results: dict[str, dict]) -> dict[str, Any]:
     :param run: the run plan.
     :param results: each EDA query's output (``{"rows", "rowCount"}``), by name.
     """
-    (events, users, first_at, last_at), = results["row_counts"]["rows"]
-    (active, converted, rate), = results["conversion_rate"]["rows"]
+    ((events, users, first_at, last_at),) = results["row_counts"]["rows"]
+    ((active, converted, rate),) = results["conversion_rate"]["rows"]
     funnel = [
         {"event_type": r[0], "funnel_position": r[1], "events": r[2], "users": r[3]}
         for r in results["event_funnel"]["rows"]
@@ -344,13 +387,18 @@ def write_eda_report(run: dict, results: dict[str, dict]) -> dict[str, Any]:
 def _read_export(s3, export: dict) -> pd.DataFrame:
     """Every part file of a dataset export (the run's own files), nested columns flattened."""
     from propensity import simulation  # heavy: imported at run time, not at DAG parse
+
     bucket = export["export_path"].removeprefix("s3://").split("/", 1)[0]
     if not export["files"]:
         raise ValueError(f"export {export['export_path']} has no files")
-    tables = [pq.read_table(io.BytesIO(s3.get_object(Bucket=bucket, Key=key)["Body"].read())) for key in export["files"]]
+    tables = [
+        pq.read_table(io.BytesIO(s3.get_object(Bucket=bucket, Key=key)["Body"].read())) for key in export["files"]
+    ]
     frame = simulation.flatten(pa.concat_tables(tables, promote_options="default")).to_pandas()
     if len(frame) != export["records"]:
-        raise ValueError(f"export {export['export_path']} holds {len(frame)} rows, its run reported {export['records']}")
+        raise ValueError(
+            f"export {export['export_path']} holds {len(frame)} rows, its run reported {export['records']}"
+        )
     return frame
 
 
@@ -364,6 +412,7 @@ def train(context: dict, run: dict, training_export: dict) -> dict[str, Any]:
     :param training_export: the training set's export (``AEPDatasetExportOperator`` output).
     """
     from propensity import model  # heavy: imported at run time, not at DAG parse
+
     params, s3, bucket = context["params"], _s3(), run["artifact_bucket"]
     as_of = date.fromisoformat(run["as_of"])
     model_key, metrics_key = artifacts.model_key(as_of), artifacts.metrics_key(as_of)
@@ -378,8 +427,13 @@ def train(context: dict, run: dict, training_export: dict) -> dict[str, Any]:
         truth_col = "true_propensity"
     trained = model.train(features, seed=int(params["seed"]), true_propensity_col=truth_col)
     version = f"{as_of.isoformat()}.{run['run_id']}"
-    metrics = {**trained.metrics, "model_version": version, "model_key": f"s3://{bucket}/{model_key}",
-               "training_export": training_export["export_path"], "min_auc": params["min_auc"]}
+    metrics = {
+        **trained.metrics,
+        "model_version": version,
+        "model_key": f"s3://{bucket}/{model_key}",
+        "training_export": training_export["export_path"],
+        "min_auc": params["min_auc"],
+    }
     try:
         model.quality_gate(metrics, float(params["min_auc"]))
     except model.QualityGateError as err:
@@ -389,8 +443,14 @@ def train(context: dict, run: dict, training_export: dict) -> dict[str, Any]:
         raise AirflowFailException(f"{err}; the model was not published") from err
     s3.put_object(Bucket=bucket, Key=model_key, Body=model.save_model(trained))
     artifacts.write_json(s3, bucket, metrics_key, metrics)
-    log.info("stage=train as_of=%s rows=%s auc=%.4f ceiling=%s model_key=%s", as_of, metrics["rows"],
-             metrics["roc_auc"], metrics["ceiling_roc_auc"], model_key)
+    log.info(
+        "stage=train as_of=%s rows=%s auc=%.4f ceiling=%s model_key=%s",
+        as_of,
+        metrics["rows"],
+        metrics["roc_auc"],
+        metrics["ceiling_roc_auc"],
+        model_key,
+    )
     return metrics
 
 
@@ -403,14 +463,16 @@ def score(context: dict, run: dict, scoring_export: dict, trained: dict) -> list
     :param trained: the training task's metrics (model key and version).
     """
     from propensity import model  # heavy: imported at run time, not at DAG parse
+
     s3, bucket = _s3(), run["artifact_bucket"]
     as_of = date.fromisoformat(run["as_of"])
     model_bucket, model_key = trained["model_key"].removeprefix("s3://").split("/", 1)
     fitted = model.load_model(s3.get_object(Bucket=model_bucket, Key=model_key)["Body"].read())
     # The scoring time is the cut-off the features describe: a rerun writes identical scores.
     scored_at = datetime.combine(as_of, datetime.min.time(), tzinfo=UTC)
-    scores = model.score(fitted, _read_export(s3, scoring_export), model_version=trained["model_version"],
-                         scored_at=scored_at)
+    scores = model.score(
+        fitted, _read_export(s3, scoring_export), model_version=trained["model_version"], scored_at=scored_at
+    )
     tenant = run["tenant"]
     attributes = pa.StructArray.from_arrays(
         [
@@ -425,8 +487,9 @@ def score(context: dict, run: dict, scoring_export: dict, trained: dict) -> list
     table = pa.table({"_id": pa.array(scores["userid"], pa.string()), f"_{tenant}": attributes})
     key = artifacts.scores_key(as_of)
     artifacts.write_parquet(s3, bucket, key, table)
-    log.info("stage=score as_of=%s profiles=%s model_version=%s key=%s", as_of, len(scores),
-             trained["model_version"], key)
+    log.info(
+        "stage=score as_of=%s profiles=%s model_version=%s key=%s", as_of, len(scores), trained["model_version"], key
+    )
     return [key]
 
 
@@ -448,9 +511,9 @@ def audience_definitions(context: dict, run: dict, scores_keys: list[str]) -> li
         if not 0.0 < float(share) <= 1.0:
             raise ValueError(f"audience_tiers[{tier!r}] = {share} is not a share of profiles in (0, 1]")
     s3 = _s3()
-    scores = pa.concat_tables(
-        [artifacts.read_parquet(s3, run["artifact_bucket"], key) for key in scores_keys]
-    )[f"_{run['tenant']}"].combine_chunks()
+    scores = pa.concat_tables([artifacts.read_parquet(s3, run["artifact_bucket"], key) for key in scores_keys])[
+        f"_{run['tenant']}"
+    ].combine_chunks()
     propensity = scores.field("propensity")
     (model_version,) = pc.unique(scores.field("propensityModelVersion")).to_pylist()
     field = f"_{run['tenant']}.propensity"
@@ -461,12 +524,14 @@ def audience_definitions(context: dict, run: dict, scores_keys: list[str]) -> li
     for tier, share in tiers:
         floor = round(float(pc.quantile(propensity, q=1.0 - float(share))[0].as_py()), 6)
         below = f"{field} < {upper}" if upper is not None else f"{field} <= 1"
-        audiences.append({
-            "name": f"Propensity to subscribe: {tier}",
-            "pql": f"{field} >= {floor} and {below} and {fresh}",
-            "description": f"Top {float(share):.0%} of profiles by propensity as of {run['as_of']} "
-                           f"(propensity in [{floor}, {upper if upper is not None else 1}]).",
-        })
+        audiences.append(
+            {
+                "name": f"Propensity to subscribe: {tier}",
+                "pql": f"{field} >= {floor} and {below} and {fresh}",
+                "description": f"Top {float(share):.0%} of profiles by propensity as of {run['as_of']} "
+                f"(propensity in [{floor}, {upper if upper is not None else 1}]).",
+            }
+        )
         upper = floor
     log.info("stage=audiences as_of=%s tiers=%s", run["as_of"], [a["pql"] for a in audiences])
     return audiences

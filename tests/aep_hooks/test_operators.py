@@ -424,7 +424,9 @@ def test_query_sql_template_sees_dialect_tenant_and_sql_vars(tmp_path, monkeypat
     )
     hook = SimpleNamespace(settings=SimpleNamespace(qs_dialect="postgres"), get_tenant_id=lambda: "acme")
     monkeypatch.setattr(AEPQueryOperator, "hook", hook)
-    op = AEPQueryOperator(task_id="q", sql="q.sql", sql_vars={"table": "{{ params.prefix }}_events", "day": "2026-01-02"})
+    op = AEPQueryOperator(
+        task_id="q", sql="q.sql", sql_vars={"table": "{{ params.prefix }}_events", "day": "2026-01-02"}
+    )
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(tmp_path)), undefined=jinja2.StrictUndefined)
     op.sql = env.loader.get_source(env, "q.sql")[0]
     op.render_template_fields({"params": {"prefix": "pre", "dag_param": "kept"}}, env)
@@ -580,8 +582,9 @@ def test_activation_fails_when_any_of_its_runs_failed(monkeypatch):
     }
     hook = SimpleNamespace(get_run=runs.__getitem__)
     monkeypatch.setattr(AEPActivateAudiencesOperator, "hook", hook)
-    op = AEPActivateAudiencesOperator(task_id="act", audience_ids=["a1", "a2"], destination_name="d",
-                                      s3_bucket="b", s3_path="p")
+    op = AEPActivateAudiencesOperator(
+        task_id="act", audience_ids=["a1", "a2"], destination_name="d", s3_bucket="b", s3_path="p"
+    )
     event = {"status": "success", "id": "r1", "state": "success", "errors": []}
     with pytest.raises(AirflowFailException, match="r2"):
         op.execute_complete({}, event, run_ids=["r1", "r2"])
@@ -590,17 +593,26 @@ def test_activation_fails_when_any_of_its_runs_failed(monkeypatch):
 def test_ad_hoc_run_already_going_on_is_adopted_not_duplicated(monkeypatch):
     """An earlier try started the run but never heard back: AEP refuses another, the task adopts it."""
     running = {"id": "r-earlier", "metrics": {"statusSummary": {"status": "processing"}}}
-    finished = {"id": "r-old", "metrics": {"durationSummary": {"completedAtUTC": 1}, "statusSummary": {"status": "success"}}}
+    finished = {
+        "id": "r-old",
+        "metrics": {"durationSummary": {"completedAtUTC": 1}, "statusSummary": {"status": "success"}},
+    }
     hook = SimpleNamespace(find_runs=lambda flow_id: [finished, running] if flow_id == "f1" else [])
     monkeypatch.setattr(AEPDatasetExportOperator, "hook", hook)
     op = AEPDatasetExportOperator(task_id="export", dataset_id="d1", flow_name="f", s3_bucket="b", s3_path="p")
-    refused = AEPApiError(400, {"message": "A run already exists for flow f1 and dataset d1"}, method="POST",
-                          url="https://platform.test/adhocrun")
+    refused = AEPApiError(
+        400,
+        {"message": "A run already exists for flow f1 and dataset d1"},
+        method="POST",
+        url="https://platform.test/adhocrun",
+    )
     starts = mock.Mock(side_effect=refused)
     state = {}
     context = {"task_state_store": SimpleNamespace(get=state.get, set=state.__setitem__)}
     assert op.adhoc_run_ids(context, "f1", starts) == ["r-earlier"]
     assert starts.call_count == 1 and state["run_ids"] == ["r-earlier"]
-    other = AEPApiError(400, {"message": "Flow for id f1 is incorrect"}, method="POST", url="https://platform.test/adhocrun")
+    other = AEPApiError(
+        400, {"message": "Flow for id f1 is incorrect"}, method="POST", url="https://platform.test/adhocrun"
+    )
     with pytest.raises(AEPApiError):
         op.adhoc_run_ids({"task_state_store": None}, "f1", mock.Mock(side_effect=other))

@@ -24,8 +24,11 @@ def poke(kind: str, doc: dict, method: str) -> bool:
         pytest.param("query", "get_query", {"state": "IN_PROGRESS"}, {"state": "SUCCESS"}, id="query"),
         pytest.param("segment_job", "get_segment_job", {"status": "PROCESSING"}, {"status": "SUCCEEDED"}, id="job"),
         pytest.param(
-            "flow_run", "get_run", {"metrics": {"statusSummary": {"status": "processing"}}},
-            {"metrics": {"durationSummary": {"completedAtUTC": 1}, "statusSummary": {"status": "Success"}}}, id="run",
+            "flow_run",
+            "get_run",
+            {"metrics": {"statusSummary": {"status": "processing"}}},
+            {"metrics": {"durationSummary": {"completedAtUTC": 1}, "statusSummary": {"status": "Success"}}},
+            id="run",
         ),
     ],
 )

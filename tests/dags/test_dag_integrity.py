@@ -56,6 +56,16 @@ def test_aep_tasks_use_the_aep_pool(dagbag):
 def test_stages_are_task_groups_in_pipeline_order(dagbag):
     dag = dagbag.dags[DAG_ID]
     groups = list(dag.task_group.children)
-    expected = ["setup", "synthetic_data", "eda", "featurize", "export", "train", "score",
-                "ingest_scores", "audiences", "activate"]
+    expected = [
+        "setup",
+        "synthetic_data",
+        "eda",
+        "featurize",
+        "export",
+        "train",
+        "score",
+        "ingest_scores",
+        "audiences",
+        "activate",
+    ]
     assert [g for g in groups if g in expected] == expected

@@ -13,26 +13,40 @@ UTC = UTC
     ("context", "expected"),
     [
         pytest.param(
-            {"params": {}, "data_interval_start": datetime(2026, 3, 1, 2, tzinfo=UTC),
-             "data_interval_end": datetime(2026, 3, 2, 2, tzinfo=UTC), "logical_date": datetime(2026, 3, 1, 2, tzinfo=UTC)},
+            {
+                "params": {},
+                "data_interval_start": datetime(2026, 3, 1, 2, tzinfo=UTC),
+                "data_interval_end": datetime(2026, 3, 2, 2, tzinfo=UTC),
+                "logical_date": datetime(2026, 3, 1, 2, tzinfo=UTC),
+            },
             date(2026, 3, 2),
             id="scheduled-uses-interval-end",
         ),
         pytest.param(
-            {"params": {"as_of_date": "2026-01-15"}, "data_interval_start": datetime(2026, 3, 1, tzinfo=UTC),
-             "data_interval_end": datetime(2026, 3, 2, tzinfo=UTC)},
+            {
+                "params": {"as_of_date": "2026-01-15"},
+                "data_interval_start": datetime(2026, 3, 1, tzinfo=UTC),
+                "data_interval_end": datetime(2026, 3, 2, tzinfo=UTC),
+            },
             date(2026, 1, 15),
             id="param-wins",
         ),
         pytest.param(
-            {"params": {}, "data_interval_start": datetime(2026, 3, 1, tzinfo=UTC),
-             "data_interval_end": datetime(2026, 3, 1, tzinfo=UTC), "logical_date": datetime(2026, 3, 1, 5, tzinfo=UTC)},
+            {
+                "params": {},
+                "data_interval_start": datetime(2026, 3, 1, tzinfo=UTC),
+                "data_interval_end": datetime(2026, 3, 1, tzinfo=UTC),
+                "logical_date": datetime(2026, 3, 1, 5, tzinfo=UTC),
+            },
             date(2026, 3, 1),
             id="zero-width-interval-falls-back-to-logical-date",
         ),
         pytest.param(
-            {"params": {"as_of_date": None}, "logical_date": None,
-             "dag_run": SimpleNamespace(run_after=datetime(2026, 4, 10, 9, tzinfo=UTC))},
+            {
+                "params": {"as_of_date": None},
+                "logical_date": None,
+                "dag_run": SimpleNamespace(run_after=datetime(2026, 4, 10, 9, tzinfo=UTC)),
+            },
             date(2026, 4, 9),
             id="manual-without-logical-date",
         ),

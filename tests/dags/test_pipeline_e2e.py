@@ -38,8 +38,11 @@ def pipeline(emulator_session, airflow_db):
     dag_file = Path(__file__).resolve().parents[2] / "dags" / f"{DAG_ID}.py"
     (airflow_db / dag_file.name).symlink_to(dag_file)
     s3 = boto3.client(
-        "s3", endpoint_url=settings.s3_endpoint, aws_access_key_id=settings.s3_access_key,
-        aws_secret_access_key=settings.s3_secret_key, region_name=settings.s3_region,
+        "s3",
+        endpoint_url=settings.s3_endpoint,
+        aws_access_key_id=settings.s3_access_key,
+        aws_secret_access_key=settings.s3_secret_key,
+        region_name=settings.s3_region,
         config=Config(s3={"addressing_style": "path"}),
     )
     buckets = {"artifact_bucket": f"{sandbox}-artifacts", "destination_bucket": f"{sandbox}-destination"}
@@ -58,9 +61,16 @@ def pipeline(emulator_session, airflow_db):
     finally:
         patch.undo()
     return {
-        "first": first, "rerun": rerun, "first_audiences": first_audiences, "rerun_audiences": rerun_audiences,
-        "plan": first_plan, "s3": s3, "buckets": buckets,
-        "aep": AEPClient(emulator_session.url, settings, sandbox), "settings": settings, "sandbox": sandbox,
+        "first": first,
+        "rerun": rerun,
+        "first_audiences": first_audiences,
+        "rerun_audiences": rerun_audiences,
+        "plan": first_plan,
+        "s3": s3,
+        "buckets": buckets,
+        "aep": AEPClient(emulator_session.url, settings, sandbox),
+        "settings": settings,
+        "sandbox": sandbox,
     }
 
 
@@ -97,8 +107,9 @@ def test_one_score_per_profile_with_model_version_and_time(pipeline):
     plan, tenant = pipeline["plan"], pipeline["plan"]["tenant"]
     table = pipeline["aep"].get(f"{CATALOG}/dataSets/{plan['scores_dataset_id']}").json()[plan["scores_dataset_id"]]
     table_name = table["tags"]["adobe/pqs/table"][0]
-    (rows, users, missing_version, missing_time), = _table_rows(
-        pipeline, table_name,
+    ((rows, users, missing_version, missing_time),) = _table_rows(
+        pipeline,
+        table_name,
         f'SELECT count(*), count(DISTINCT "_{tenant}.userid"), count(*) FILTER (WHERE "_{tenant}.propensityModelVersion" IS NULL),'
         f' count(*) FILTER (WHERE "_{tenant}.propensityScoredAt" IS NULL) FROM {{table}}',
     )
@@ -136,11 +147,14 @@ def test_rerun_replaces_instead_of_duplicating(pipeline):
     (active,) = by_status["success"]
     (replaced_id,) = [batch_id for batch_id, b in scores.items() if b["status"] == "inactive"]
     assert [p.lstrip("$") for p in active["replay"]["predecessors"]] == [replaced_id]
-    assert {a["id"] for a in pipeline["first_audiences"].values()} == {a["id"] for a in pipeline["rerun_audiences"].values()}
+    assert {a["id"] for a in pipeline["first_audiences"].values()} == {
+        a["id"] for a in pipeline["rerun_audiences"].values()
+    }
     events = _batches(pipeline, plan["events_dataset_id"])
     assert len([b for b in events.values() if b["status"] == "success"]) == 11
-    (duplicates,), = _table_rows(
-        pipeline, plan["events_table"],
+    ((duplicates,),) = _table_rows(
+        pipeline,
+        plan["events_table"],
         'SELECT count(*) - count(DISTINCT "_id") FROM {table}',
     )
     assert duplicates == 0

@@ -74,7 +74,11 @@ def create_profile_schema(aep, tenant: str) -> dict:
     field_group = create_field_group(aep, tenant, intended=PROFILE)
     resp = aep.post(
         f"{REGISTRY}/tenant/schemas",
-        json={"title": unique("profiles"), "type": "object", "allOf": [{"$ref": PROFILE}, {"$ref": field_group["$id"]}]},
+        json={
+            "title": unique("profiles"),
+            "type": "object",
+            "allOf": [{"$ref": PROFILE}, {"$ref": field_group["$id"]}],
+        },
     )
     assert resp.status_code == 201, resp.text
     return resp.json()
@@ -83,7 +87,10 @@ def create_profile_schema(aep, tenant: str) -> dict:
 def create_dataset(aep, schema: dict, name: str | None = None) -> str:
     resp = aep.post(
         f"{CATALOG}/dataSets",
-        json={"name": name or unique("ds"), "schemaRef": {"id": schema["$id"], "contentType": "application/vnd.adobe.xed+json;version=1"}},
+        json={
+            "name": name or unique("ds"),
+            "schemaRef": {"id": schema["$id"], "contentType": "application/vnd.adobe.xed+json;version=1"},
+        },
     )
     assert resp.status_code == 201, resp.text
     return resp.json()[0].rsplit("/", 1)[1]
@@ -138,7 +145,9 @@ def parquet_bytes(table: pa.Table) -> bytes:
 def table_rows(settings, sandbox: str, table: str, where: str = "TRUE") -> int:
     """Row count of a dataset table, read straight from PostgreSQL."""
     with psycopg.connect(settings.pg_dsn) as conn:
-        return conn.execute(f"SELECT count(*) FROM {sandbox_schema(sandbox)}.{quote_ident(table)} WHERE {where}").fetchone()[0]
+        return conn.execute(
+            f"SELECT count(*) FROM {sandbox_schema(sandbox)}.{quote_ident(table)} WHERE {where}"
+        ).fetchone()[0]
 
 
 def seed_schema(emu, sandbox: str, klass: str, title: str) -> str:

@@ -13,7 +13,9 @@ pytestmark = pytest.mark.integration
 
 def _table_exists(settings, sandbox: str, table: str) -> bool:
     with psycopg.connect(settings.pg_dsn) as conn:
-        return conn.execute("SELECT to_regclass(%s) IS NOT NULL", (f'{sandbox_schema(sandbox)}."{table}"',)).fetchone()[0]
+        return conn.execute("SELECT to_regclass(%s) IS NOT NULL", (f'{sandbox_schema(sandbox)}."{table}"',)).fetchone()[
+            0
+        ]
 
 
 def test_create_dataset_makes_table_with_leaf_columns(aep, emulator, sandbox):
@@ -30,9 +32,13 @@ def test_create_dataset_makes_table_with_leaf_columns(aep, emulator, sandbox):
     assert table == name.lower().replace(" ", "_").replace("!", "")
     assert dataset["classification"]["dataBehavior"] == "time-series"
     with psycopg.connect(emulator.settings.pg_dsn) as conn:
-        columns = {r[0]: r[1] for r in conn.execute(
-            "SELECT column_name, data_type FROM information_schema.columns WHERE table_schema=%s AND table_name=%s",
-            (sandbox_schema(sandbox), table))}
+        columns = {
+            r[0]: r[1]
+            for r in conn.execute(
+                "SELECT column_name, data_type FROM information_schema.columns WHERE table_schema=%s AND table_name=%s",
+                (sandbox_schema(sandbox), table),
+            )
+        }
     assert columns["timestamp"] == "timestamp with time zone"
     assert columns["web.webPageDetails.pageViews.value"] == "double precision"
     assert columns[f"_{emulator.settings.tenant_id}.userid"] == "text"
@@ -49,7 +55,9 @@ def test_same_name_gets_a_distinct_table_and_profile_is_record(aep, emulator):
 
 
 def test_unknown_schema_is_rejected_without_a_table(aep):
-    resp = aep.post(f"{CATALOG}/dataSets", json={"name": "x", "schemaRef": {"id": "https://ns.adobe.com/acme/schemas/none"}})
+    resp = aep.post(
+        f"{CATALOG}/dataSets", json={"name": "x", "schemaRef": {"id": "https://ns.adobe.com/acme/schemas/none"}}
+    )
     assert resp.status_code == 400
     assert "schemas/none" in resp.json()["detail"]
 
@@ -58,13 +66,17 @@ def test_list_filters_paging_and_projection(aep, emulator):
     schema = create_event_schema(aep, emulator.settings.tenant_id)
     prefix = unique("listing").replace(" ", "_")
     ids = [create_dataset(aep, schema, f"{prefix}_{i}") for i in range(3)]
-    resp = aep.get(f"{CATALOG}/dataSets", params={"property": f"name~^{prefix}", "orderBy": "desc:created",
-                                                  "limit": 2, "properties": "name,tags"})
+    resp = aep.get(
+        f"{CATALOG}/dataSets",
+        params={"property": f"name~^{prefix}", "orderBy": "desc:created", "limit": 2, "properties": "name,tags"},
+    )
     assert resp.status_code == 200
     validate_response(resp)
     assert list(resp.json()) == [ids[2], ids[1]]
     assert set(resp.json()[ids[2]]) == {"name", "tags"}
-    page2 = aep.get(f"{CATALOG}/dataSets", params={"property": f"name~^{prefix}", "orderBy": "desc:created", "limit": 2, "start": 2})
+    page2 = aep.get(
+        f"{CATALOG}/dataSets", params={"property": f"name~^{prefix}", "orderBy": "desc:created", "limit": 2, "start": 2}
+    )
     assert list(page2.json()) == [ids[0]]
     by_name = aep.get(f"{CATALOG}/dataSets", params={"name": f"{prefix}_1"})
     assert list(by_name.json()) == [ids[1]]
@@ -73,12 +85,16 @@ def test_list_filters_paging_and_projection(aep, emulator):
 
 def test_patch_enables_profile_and_needs_json_patch(aep, emulator):
     dataset_id = create_dataset(aep, create_profile_schema(aep, emulator.settings.tenant_id))
-    ops = [{"op": "add", "path": "/tags/unifiedProfile", "value": ["enabled:true"]},
-           {"op": "add", "path": "/tags/unifiedIdentity", "value": ["enabled:true"]}]
+    ops = [
+        {"op": "add", "path": "/tags/unifiedProfile", "value": ["enabled:true"]},
+        {"op": "add", "path": "/tags/unifiedIdentity", "value": ["enabled:true"]},
+    ]
     wrong = aep.patch(f"{CATALOG}/dataSets/{dataset_id}", json=ops)
     assert wrong.status_code == 400
     assert "json-patch+json" in wrong.json()["detail"]
-    resp = aep.patch(f"{CATALOG}/dataSets/{dataset_id}", json=ops, headers={"Content-Type": "application/json-patch+json"})
+    resp = aep.patch(
+        f"{CATALOG}/dataSets/{dataset_id}", json=ops, headers={"Content-Type": "application/json-patch+json"}
+    )
     assert resp.status_code == 200
     validate_response(resp)
     dataset = get_dataset(aep, dataset_id)

@@ -56,7 +56,10 @@ def test_failed_batch_exposes_files_and_row_errors(aep, dataset_id):
     meta = aep.get(f"{EXPORT}/batches/{batch['id']}/meta", params={"path": "row_errors"})
     validate_response(meta)
     name = meta.json()["data"][0]["name"]
-    errors = [json.loads(line) for line in aep.get(f"{EXPORT}/batches/{batch['id']}/meta", params={"path": name}).text.splitlines()]
+    errors = [
+        json.loads(line)
+        for line in aep.get(f"{EXPORT}/batches/{batch['id']}/meta", params={"path": name}).text.splitlines()
+    ]
     assert errors[0]["row"] == 2 and "timestamp" in errors[0]["_errors"][0]["message"]
 
 

@@ -46,10 +46,12 @@ def seed_dataset(emu, sandbox: str, rows: int) -> dict:
         )
         conn.execute(
             f"INSERT INTO {sandbox_schema(sandbox)}.{table} SELECT 'u' || i, i / 10000.0, 'view', now(),"
-            " 'batch' || (i %% 2), 1700000000000 FROM generate_series(1, %s) AS i", (rows,),
+            " 'batch' || (i %% 2), 1700000000000 FROM generate_series(1, %s) AS i",
+            (rows,),
         )
-    return catalog.create_dataset_record(emu, sandbox, name=table, schema_ref=schema_id, table_name=table,
-                                         create_table=False)
+    return catalog.create_dataset_record(
+        emu, sandbox, name=table, schema_ref=schema_id, table_name=table, create_table=False
+    )
 
 
 @pytest.fixture
@@ -74,15 +76,20 @@ def test_connection_specs_list_the_documented_ids(aep):
     flow_specs = aep.get(f"{FLOW}/flowSpecs")
     validate_response(flow_specs)
     ids = {s["id"] for s in flow_specs.json()["items"]}
-    assert {"269ba276-16fc-47db-92b0-c1049a3c131f", "cd2fc47e-e838-4f38-a581-8fff2f99b63a",
-            "1a0514a6-33d4-4c7f-aff8-594799c47549"} <= ids
+    assert {
+        "269ba276-16fc-47db-92b0-c1049a3c131f",
+        "cd2fc47e-e838-4f38-a581-8fff2f99b63a",
+        "1a0514a6-33d4-4c7f-aff8-594799c47549",
+    } <= ids
 
 
 @pytest.mark.parametrize(
     "auth",
     [
         pytest.param({"specName": "Access Key", "params": {"s3AccessKey": "short", "s3SecretKey": "s" * 40}}, id="key"),
-        pytest.param({"specName": "Access Key", "params": {"s3AccessKey": "A" * 20, "s3SecretKey": "bad!"}}, id="secret"),
+        pytest.param(
+            {"specName": "Access Key", "params": {"s3AccessKey": "A" * 20, "s3SecretKey": "bad!"}}, id="secret"
+        ),
         pytest.param(None, id="missing"),
     ],
 )
@@ -105,8 +112,17 @@ def test_connection_get_is_wrapped_in_items_and_hides_the_secret(aep, sandbox):
 
 def test_continuation_token_pages_through_a_filtered_list(aep):
     prefix = f"page-{uuid.uuid4().hex[:8]}"
-    ids = [create(aep, "connections", {"name": f"{prefix}-{i}", "connectionSpec": {"id": "10440537-2a7b-4583-ac39-ed38d4b848e8", "version": "1.0"}})["id"]
-           for i in range(5)]
+    ids = [
+        create(
+            aep,
+            "connections",
+            {
+                "name": f"{prefix}-{i}",
+                "connectionSpec": {"id": "10440537-2a7b-4583-ac39-ed38d4b848e8", "version": "1.0"},
+            },
+        )["id"]
+        for i in range(5)
+    ]
     first = aep.get(f"{FLOW}/connections", params={"property": f"name~{prefix}", "limit": 2})
     validate_response(first)
     seen = [c["id"] for c in first.json()["items"]]
@@ -164,16 +180,29 @@ def test_adhoc_export_writes_parquet_parts_with_the_dataset_rows(aep, emulator, 
     assert metrics["sizeSummary"]["outputBytes"] == sum(o["Size"] for o in listed["Contents"])
     for key in keys:
         assert re.fullmatch(
-            rf"{path}/{dataset['id']}/exportTime=\d{{12}}/part-\d{{5}}-tid-\d+-[0-9a-f-]{{36}}-\d+-1-c000\.gz\.parquet", key)
-    tables = [pq.read_table(io.BytesIO(emulator.emu.s3.get_object(Bucket=aep.settings.destination_bucket, Key=k)["Body"].read()))
-              for k in keys]
+            rf"{path}/{dataset['id']}/exportTime=\d{{12}}/part-\d{{5}}-tid-\d+-[0-9a-f-]{{36}}-\d+-1-c000\.gz\.parquet",
+            key,
+        )
+    tables = [
+        pq.read_table(
+            io.BytesIO(emulator.emu.s3.get_object(Bucket=aep.settings.destination_bucket, Key=k)["Body"].read())
+        )
+        for k in keys
+    ]
     assert sum(t.num_rows for t in tables) == ROWS
     flat = tables[0].flatten()
     # Nested like AEP's exports; no system columns.
     assert set(tables[0].column_names) == {"_acme", "eventType", "timestamp"}
     assert set(flat.column_names) == {"_acme.userid", "_acme.propensity", "eventType", "timestamp"}
-    assert pq.ParquetFile(io.BytesIO(emulator.emu.s3.get_object(
-        Bucket=aep.settings.destination_bucket, Key=keys[0])["Body"].read())).metadata.row_group(0).column(0).compression == "GZIP"
+    assert (
+        pq.ParquetFile(
+            io.BytesIO(emulator.emu.s3.get_object(Bucket=aep.settings.destination_bucket, Key=keys[0])["Body"].read())
+        )
+        .metadata.row_group(0)
+        .column(0)
+        .compression
+        == "GZIP"
+    )
     listed_runs = aep.get(f"{FLOW}/runs", params={"property": f"flowId=={flow['id']}"})
     validate_response(listed_runs)
     assert [r["id"] for r in listed_runs.json()["items"]] == [run["id"]]
@@ -186,8 +215,9 @@ def test_adhoc_export_is_not_ready_for_a_new_flow(aep, emulator, dataset, monkey
     monkeypatch.setattr(emulator.emu, "settings", dataclasses.replace(emulator.emu.settings, export_not_ready_s=600))
     resp = adhoc_export(aep, flow["id"], dataset["id"])
     assert resp.status_code == 400
-    assert resp.json() == {"message": "Following order ID(s) are not ready for dataset export, please wait for "
-                                      "10 minutes and retry."}
+    assert resp.json() == {
+        "message": "Following order ID(s) are not ready for dataset export, please wait for 10 minutes and retry."
+    }
 
 
 def test_adhoc_export_refuses_a_second_run_while_one_is_active(aep, dataset, held_worker):
@@ -222,24 +252,46 @@ def test_forced_export_failure_fails_the_run(aep, emulator, dataset):
 
 
 def test_uncompressed_export_to_the_landing_zone(aep, emulator, dataset):
-    base = create(aep, "connections", {"name": "dlz", "connectionSpec": {"id": "10440537-2a7b-4583-ac39-ed38d4b848e8", "version": "1.0"}})
+    base = create(
+        aep,
+        "connections",
+        {"name": "dlz", "connectionSpec": {"id": "10440537-2a7b-4583-ac39-ed38d4b848e8", "version": "1.0"}},
+    )
     path = f"dlz-{uuid.uuid4().hex[:6]}"
-    target = create(aep, "targetConnections", {
-        "name": "dlz target", "baseConnectionId": base["id"],
-        "connectionSpec": {"id": "10440537-2a7b-4583-ac39-ed38d4b848e8", "version": "1.0"},
-        "params": {"path": path, "compression": "NONE", "datasetFileType": "PARQUET"},
-    })
-    source = create(aep, "sourceConnections", {
-        "name": "dlz src", "connectionSpec": {"id": "23598e46-f560-407b-88d5-ea6207e49db0", "version": "1.0"},
-        "params": {"datasets": [{"dataSetId": dataset["id"], "name": dataset["name"]}]},
-    })
-    flow = create(aep, "flows", {
-        "name": "dlz flow", "flowSpec": {"id": "cd2fc47e-e838-4f38-a581-8fff2f99b63a", "version": "1.0"},
-        "sourceConnectionIds": [source["id"]], "targetConnectionIds": [target["id"]],
-    })
+    target = create(
+        aep,
+        "targetConnections",
+        {
+            "name": "dlz target",
+            "baseConnectionId": base["id"],
+            "connectionSpec": {"id": "10440537-2a7b-4583-ac39-ed38d4b848e8", "version": "1.0"},
+            "params": {"path": path, "compression": "NONE", "datasetFileType": "PARQUET"},
+        },
+    )
+    source = create(
+        aep,
+        "sourceConnections",
+        {
+            "name": "dlz src",
+            "connectionSpec": {"id": "23598e46-f560-407b-88d5-ea6207e49db0", "version": "1.0"},
+            "params": {"datasets": [{"dataSetId": dataset["id"], "name": dataset["name"]}]},
+        },
+    )
+    flow = create(
+        aep,
+        "flows",
+        {
+            "name": "dlz flow",
+            "flowSpec": {"id": "cd2fc47e-e838-4f38-a581-8fff2f99b63a", "version": "1.0"},
+            "sourceConnectionIds": [source["id"]],
+            "targetConnectionIds": [target["id"]],
+        },
+    )
     resp = adhoc_export(aep, flow["id"], dataset["id"])
     run = wait_for_run(aep, resp.json()["destinations"][0]["datasets"][0]["statusURL"].rsplit("/", 1)[1])
-    credentials = aep.get("/data/foundation/connectors/landingzone/credentials", params={"type": "dlz_destination"}).json()
+    credentials = aep.get(
+        "/data/foundation/connectors/landingzone/credentials", params={"type": "dlz_destination"}
+    ).json()
     assert credentials["dlzProvider"] == "Amazon S3"
     folder = credentials["dlzPath"]["dlzFolder"]
     [key] = [f["path"] for f in run["metrics"]["fileSummary"]["manifest"]["fileInfo"]]

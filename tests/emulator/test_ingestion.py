@@ -48,11 +48,20 @@ def events(tenant: str, n: int = 3, **overrides) -> pa.Table:
 
 def test_parquet_batch_loads_and_reports_metrics(aep, emulator, sandbox, dataset):
     dataset_id, table = dataset
-    created = aep.post(f"{IMPORT}/batches", json={"datasetId": dataset_id, "inputFormat": {"format": "Parquet"},
-                                                  "externalId": "run-1", "tags": {"run": ["a"]}})
+    created = aep.post(
+        f"{IMPORT}/batches",
+        json={
+            "datasetId": dataset_id,
+            "inputFormat": {"format": "Parquet"},
+            "externalId": "run-1",
+            "tags": {"run": ["a"]},
+        },
+    )
     assert created.status_code == 201
     batch = created.json()
-    assert batch["status"] == "loading" and batch["externalId"] == "run-1" and batch["inputFormat"]["format"] == "parquet"
+    assert (
+        batch["status"] == "loading" and batch["externalId"] == "run-1" and batch["inputFormat"]["format"] == "parquet"
+    )
     # The spec's Batch.status enum omits loading/staging, which AEP documents for a new batch (aep-api.md §4).
     validate("POST", created.request.url, 201, {**batch, "status": "processing"})
     data = parquet_bytes(events(emulator.settings.tenant_id))
@@ -63,11 +72,16 @@ def test_parquet_batch_loads_and_reports_metrics(aep, emulator, sandbox, dataset
     assert aep.post(f"{IMPORT}/batches/{batch['id']}", params={"action": "COMPLETE"}).status_code == 200  # idempotent
     done = wait_for_batch(aep, batch["id"])
     assert done["status"] == "success", done
-    assert done["metrics"] == {"inputRecordCount": 3, "outputRecordCount": 3, "failedRecordCount": 0,
-                               "inputFileCount": 1, "inputByteSize": len(data)}
+    assert done["metrics"] == {
+        "inputRecordCount": 3,
+        "outputRecordCount": 3,
+        "failedRecordCount": 0,
+        "inputFileCount": 1,
+        "inputByteSize": len(data),
+    }
     validate_response(aep.get(f"{CATALOG}/batches/{batch['id']}"))
     assert table_rows(emulator.settings, sandbox, table, f"\"_acp_batchid\" = '{batch['id']}'") == 3
-    assert table_rows(emulator.settings, sandbox, table, "\"web.webPageDetails.pageViews.value\" = 1") == 3
+    assert table_rows(emulator.settings, sandbox, table, '"web.webPageDetails.pageViews.value" = 1') == 3
     assert get_dataset(aep, dataset_id)["lastBatchStatus"] == "success"
     listed = aep.get(f"{CATALOG}/batches", params={"dataSet": dataset_id, "status": "success"})
     validate_response(listed)
@@ -76,25 +90,52 @@ def test_parquet_batch_loads_and_reports_metrics(aep, emulator, sandbox, dataset
 
 def test_strings_coerce_to_numbers_and_dates(aep, emulator, sandbox, dataset):
     dataset_id, table = dataset
-    line = {"_id": "j1", "timestamp": "2024-05-01T12:00:00Z", "directMarketing": {"opens": {"value": "2"}},
-            "identityMap": {"ECID": [{"id": "123", "primary": True}]}}
+    line = {
+        "_id": "j1",
+        "timestamp": "2024-05-01T12:00:00Z",
+        "directMarketing": {"opens": {"value": "2"}},
+        "identityMap": {"ECID": [{"id": "123", "primary": True}]},
+    }
     batch = ingest(aep, dataset_id, {"e.json": json.dumps(line).encode()}, fmt="JSON")
     assert batch["status"] == "success", batch
-    assert table_rows(emulator.settings, sandbox, table, "\"directMarketing.opens.value\" = 2 AND \"identityMap\" ? 'ECID'") == 1
+    assert (
+        table_rows(emulator.settings, sandbox, table, '"directMarketing.opens.value" = 2 AND "identityMap" ? \'ECID\'')
+        == 1
+    )
 
 
 @pytest.mark.parametrize(
     ("name", "make", "code", "phrase"),
     [
-        pytest.param("wrong-type", lambda t: parquet_bytes(events(t, eventType=pa.array([True, False, True]))),
-                     "INGEST-1401-400", "'eventType' expects XDM type string", id="wrong-type"),
-        pytest.param("missing-required", lambda t: parquet_bytes(events(t).drop_columns(["timestamp"])),
-                     "INGEST-1555-400", "Required field 'timestamp' is missing", id="missing-required"),
-        pytest.param("corrupt", lambda t: b"PAR1 this is not parquet PAR1", "INGEST-1401-400",
-                     "cannot be read as parquet", id="corrupt-parquet"),
+        pytest.param(
+            "wrong-type",
+            lambda t: parquet_bytes(events(t, eventType=pa.array([True, False, True]))),
+            "INGEST-1401-400",
+            "'eventType' expects XDM type string",
+            id="wrong-type",
+        ),
+        pytest.param(
+            "missing-required",
+            lambda t: parquet_bytes(events(t).drop_columns(["timestamp"])),
+            "INGEST-1555-400",
+            "Required field 'timestamp' is missing",
+            id="missing-required",
+        ),
+        pytest.param(
+            "corrupt",
+            lambda t: b"PAR1 this is not parquet PAR1",
+            "INGEST-1401-400",
+            "cannot be read as parquet",
+            id="corrupt-parquet",
+        ),
         pytest.param("empty", lambda t: b"", "106", "Dataset file is empty", id="empty-file"),
-        pytest.param("unknown-field", lambda t: parquet_bytes(events(t, colour=["red"] * 3)),
-                     "INGEST-1401-400", "unknown field(s) 'colour'", id="unknown-field"),
+        pytest.param(
+            "unknown-field",
+            lambda t: parquet_bytes(events(t, colour=["red"] * 3)),
+            "INGEST-1401-400",
+            "unknown field(s) 'colour'",
+            id="unknown-field",
+        ),
     ],
 )
 def test_bad_input_fails_the_batch_and_loads_nothing(aep, emulator, sandbox, dataset, name, make, code, phrase):
@@ -124,18 +165,30 @@ def test_json_array_needs_multiline_flag(aep, dataset):
     body = json.dumps([{"_id": "x", "timestamp": "2024-05-01T00:00:00Z"}]).encode()
     refused = ingest(aep, dataset_id, {"a.json": body}, fmt="json")
     assert refused["status"] == "failed" and "isMultiLineJson" in refused["errors"][0]["description"]
-    accepted = ingest(aep, dataset_id, {"a.json": body}, fmt="json", inputFormat={"format": "json", "isMultiLineJson": True})
+    accepted = ingest(
+        aep, dataset_id, {"a.json": body}, fmt="json", inputFormat={"format": "json", "isMultiLineJson": True}
+    )
     assert accepted["status"] == "success", accepted
 
 
 def test_replay_inactivates_predecessor_and_removes_its_rows(aep, emulator, sandbox, dataset):
     dataset_id, table = dataset
     first = ingest(aep, dataset_id, {"a.parquet": parquet_bytes(events(emulator.settings.tenant_id, 3))})
-    refused = aep.post(f"{IMPORT}/batches", json={"datasetId": dataset_id, "inputFormat": {"format": "parquet"},
-                                                  "replay": {"predecessors": [first["id"]], "reason": "replace"}})
+    refused = aep.post(
+        f"{IMPORT}/batches",
+        json={
+            "datasetId": dataset_id,
+            "inputFormat": {"format": "parquet"},
+            "replay": {"predecessors": [first["id"]], "reason": "replace"},
+        },
+    )
     assert refused.status_code == 400 and "'$'" in refused.json()["detail"]
-    second = ingest(aep, dataset_id, {"b.parquet": parquet_bytes(events(emulator.settings.tenant_id, 5))},
-                    replay={"predecessors": [f"${first['id']}"], "reason": "replace"})
+    second = ingest(
+        aep,
+        dataset_id,
+        {"b.parquet": parquet_bytes(events(emulator.settings.tenant_id, 5))},
+        replay={"predecessors": [f"${first['id']}"], "reason": "replace"},
+    )
     assert second["status"] == "success"
     assert second["replay"]["predecessors"] == [first["id"]]
     assert aep.get(f"{CATALOG}/batches/{first['id']}").json()[first["id"]]["status"] == "inactive"
@@ -162,8 +215,11 @@ def test_upload_errors(aep, dataset):
     assert upload(aep, "no-such-batch", dataset_id, "x.parquet", b"1").status_code == 404
     batch = create_batch(aep, dataset_id)
     assert upload(aep, batch["id"], "no-such-dataset", "x.parquet", b"1").status_code == 404
-    wrong_type = aep.put(f"{IMPORT}/batches/{batch['id']}/datasets/{dataset_id}/files/x.parquet", data=b"1",
-                         headers={"Content-Type": "application/json"})
+    wrong_type = aep.put(
+        f"{IMPORT}/batches/{batch['id']}/datasets/{dataset_id}/files/x.parquet",
+        data=b"1",
+        headers={"Content-Type": "application/json"},
+    )
     assert wrong_type.status_code == 415
     bad = aep.post(f"{IMPORT}/batches", json={"datasetId": dataset_id, "inputFormat": {"format": "avro"}})
     assert bad.status_code == 400 and "json, parquet, csv" in bad.json()["detail"]

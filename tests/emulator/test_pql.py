@@ -15,10 +15,13 @@ COLUMNS = {
 
 def test_range_with_and_parses_to_two_comparisons():
     node = parse("_acme.propensity >= 0.2 and _acme.propensity <= 0.93")
-    assert node == BoolOp("and", (
-        Compare(Path("_acme.propensity"), ">=", Literal(0.2)),
-        Compare(Path("_acme.propensity"), "<=", Literal(0.93)),
-    ))
+    assert node == BoolOp(
+        "and",
+        (
+            Compare(Path("_acme.propensity"), ">=", Literal(0.2)),
+            Compare(Path("_acme.propensity"), "<=", Literal(0.93)),
+        ),
+    )
 
 
 def test_and_binds_tighter_than_or_and_not_applies_to_one_term():

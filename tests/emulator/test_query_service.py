@@ -178,8 +178,11 @@ def test_drop_table_of_an_ingested_dataset_is_refused(aep, emulator, sandbox):
     assert catalog.get_dataset(emulator.emu, sandbox, dataset["id"]) is not None
     assert sql_rows(emulator, sandbox, f"SELECT table_exists('{table}')") == [(True,)]
     # Other spellings of the DROP cannot get around the check.
-    for sql in (f"DROP TABLE {table} CASCADE", f"DROP TABLE IF EXISTS qs_other, {table}",
-                f"DROP TABLE {sandbox_schema(sandbox)}.{table}"):
+    for sql in (
+        f"DROP TABLE {table} CASCADE",
+        f"DROP TABLE IF EXISTS qs_other, {table}",
+        f"DROP TABLE {sandbox_schema(sandbox)}.{table}",
+    ):
         refused = run(aep, sql)
         assert (refused["state"], refused["errors"][0]["code"]) == ("FAILED", "0A000"), sql
     assert sql_rows(emulator, sandbox, f"SELECT table_exists('{table}')") == [(True,)]

@@ -29,8 +29,10 @@ def test_schema_ids_derive_from_tenant_and_lookup_by_either_id(aep, emulator):
         assert resp.status_code == 200, resp.text
         validate_response(resp)
         assert resp.json()["$id"] == schema["$id"]
-    full = aep.get(f"{REGISTRY}/tenant/schemas/{schema['meta:altId']}",
-                   headers={"Accept": "application/vnd.adobe.xed-full+json; version=1"}).json()
+    full = aep.get(
+        f"{REGISTRY}/tenant/schemas/{schema['meta:altId']}",
+        headers={"Accept": "application/vnd.adobe.xed-full+json; version=1"},
+    ).json()
     assert full["properties"]["web"]["properties"]["webPageDetails"]["properties"]["URL"]["type"] == "string"
     assert "userid" in full["properties"][f"_{tenant}"]["properties"]
 
@@ -54,8 +56,11 @@ def test_lookup_accept_errors(aep, accept, code):
 
 def test_listing_with_trailing_slash_and_title_filter(aep, emulator):
     field_group = create_field_group(aep, emulator.settings.tenant_id)
-    resp = aep.get(f"{REGISTRY}/tenant/fieldgroups/", params={"property": f"title=={field_group['title']}"},
-                   headers={"Accept": "application/vnd.adobe.xed-id+json"})
+    resp = aep.get(
+        f"{REGISTRY}/tenant/fieldgroups/",
+        params={"property": f"title=={field_group['title']}"},
+        headers={"Accept": "application/vnd.adobe.xed-id+json"},
+    )
     assert resp.status_code == 200
     validate_response(resp)
     assert [r["$id"] for r in resp.json()["results"]] == [field_group["$id"]]
@@ -64,16 +69,23 @@ def test_listing_with_trailing_slash_and_title_filter(aep, emulator):
 def test_duplicate_title_is_a_conflict(aep, emulator):
     title = unique("dup")
     create_field_group(aep, emulator.settings.tenant_id, title=title)
-    resp = aep.post(f"{REGISTRY}/tenant/mixins", json={"title": title, "type": "object", "meta:intendedToExtend": [],
-                                                       "definitions": {}, "allOf": []})
+    resp = aep.post(
+        f"{REGISTRY}/tenant/mixins",
+        json={"title": title, "type": "object", "meta:intendedToExtend": [], "definitions": {}, "allOf": []},
+    )
     assert resp.status_code == 409
     assert resp.json()["type"].endswith("XDM-1521-409")
 
 
 def test_schema_rejects_unknown_field_group(aep):
-    resp = aep.post(f"{REGISTRY}/tenant/schemas", json={
-        "title": unique("bad"), "type": "object",
-        "allOf": [{"$ref": EXPERIENCE_EVENT}, {"$ref": "https://ns.adobe.com/acme/mixins/nope"}]})
+    resp = aep.post(
+        f"{REGISTRY}/tenant/schemas",
+        json={
+            "title": unique("bad"),
+            "type": "object",
+            "allOf": [{"$ref": EXPERIENCE_EVENT}, {"$ref": "https://ns.adobe.com/acme/mixins/nope"}],
+        },
+    )
     assert resp.status_code == 400
     assert "mixins/nope" in resp.json()["detail"]
 
@@ -87,9 +99,18 @@ def test_union_tag_needs_primary_identity_and_is_immutable(aep, emulator):
     assert refused.status_code == 400
     assert "primary identity" in refused.json()["detail"]
 
-    descriptor = aep.post(f"{REGISTRY}/tenant/descriptors", json={
-        "@type": "xdm:descriptorIdentity", "xdm:sourceSchema": schema["$id"], "xdm:sourceVersion": 1,
-        "xdm:sourceProperty": f"/_{tenant}/userid", "xdm:namespace": "ECID", "xdm:property": "xdm:id", "xdm:isPrimary": True})
+    descriptor = aep.post(
+        f"{REGISTRY}/tenant/descriptors",
+        json={
+            "@type": "xdm:descriptorIdentity",
+            "xdm:sourceSchema": schema["$id"],
+            "xdm:sourceVersion": 1,
+            "xdm:sourceProperty": f"/_{tenant}/userid",
+            "xdm:namespace": "ECID",
+            "xdm:property": "xdm:id",
+            "xdm:isPrimary": True,
+        },
+    )
     assert descriptor.status_code == 201, descriptor.text
     assert len(descriptor.json()["@id"]) == 40
     # AEP's documented requests send the integer 1; the spec types the answer as a string, which wins.
@@ -110,9 +131,18 @@ def test_union_tag_needs_primary_identity_and_is_immutable(aep, emulator):
 
 def test_descriptor_must_point_at_a_schema_field(aep, emulator):
     schema = create_event_schema(aep, emulator.settings.tenant_id)
-    resp = aep.post(f"{REGISTRY}/tenant/descriptors", json={
-        "@type": "xdm:descriptorIdentity", "xdm:sourceSchema": schema["$id"], "xdm:sourceVersion": 1,
-        "xdm:sourceProperty": "/_acme/nope", "xdm:namespace": "ECID", "xdm:property": "xdm:code", "xdm:isPrimary": True})
+    resp = aep.post(
+        f"{REGISTRY}/tenant/descriptors",
+        json={
+            "@type": "xdm:descriptorIdentity",
+            "xdm:sourceSchema": schema["$id"],
+            "xdm:sourceVersion": 1,
+            "xdm:sourceProperty": "/_acme/nope",
+            "xdm:namespace": "ECID",
+            "xdm:property": "xdm:code",
+            "xdm:isPrimary": True,
+        },
+    )
     assert resp.status_code == 400
     assert "/_acme/nope" in resp.json()["detail"]
 

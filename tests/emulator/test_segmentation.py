@@ -35,27 +35,50 @@ def seed_profile_dataset(emu, sandbox: str, rows: list[tuple]) -> dict:
     """
     suffix = uuid.uuid4().hex[:10]
     schema_id = seed_schema(emu, sandbox, xdm.PROFILE, f"scores {suffix}")
-    emu.store.insert(sandbox, "descriptor", suffix, {
-        "@id": suffix, "@type": "xdm:descriptorIdentity", "xdm:sourceSchema": schema_id, "xdm:sourceVersion": 1,
-        "xdm:sourceProperty": "/_acme/userid", "xdm:namespace": "ECID", "xdm:property": "xdm:code",
-        "xdm:isPrimary": True,
-    })
+    emu.store.insert(
+        sandbox,
+        "descriptor",
+        suffix,
+        {
+            "@id": suffix,
+            "@type": "xdm:descriptorIdentity",
+            "xdm:sourceSchema": schema_id,
+            "xdm:sourceVersion": 1,
+            "xdm:sourceProperty": "/_acme/userid",
+            "xdm:namespace": "ECID",
+            "xdm:property": "xdm:code",
+            "xdm:isPrimary": True,
+        },
+    )
     table = f"scores_{suffix}"
-    columns = ["_acme.userid", "_acme.propensity", "_acme.cohort", "person.name.lastName",
-               "_acp_system_metadata.ingestTime"]
+    columns = [
+        "_acme.userid",
+        "_acme.propensity",
+        "_acme.cohort",
+        "person.name.lastName",
+        "_acp_system_metadata.ingestTime",
+    ]
     with emu.db.connection() as conn:
         conn.execute(
-            f"CREATE TABLE {sandbox_schema(sandbox)}.{table} (\"_acme.userid\" text, \"_acme.propensity\" double precision,"
+            f'CREATE TABLE {sandbox_schema(sandbox)}.{table} ("_acme.userid" text, "_acme.propensity" double precision,'
             ' "_acme.cohort" text, "person.name.lastName" text, "_acp_batchid" text,'
             ' "_acp_system_metadata.ingestTime" bigint)'
         )
         with conn.cursor() as cur:
             cur.executemany(
                 f"INSERT INTO {sandbox_schema(sandbox)}.{table} ({', '.join(quote_ident(c) for c in columns)})"
-                " VALUES (%s, %s, %s, %s, %s)", rows,
+                " VALUES (%s, %s, %s, %s, %s)",
+                rows,
             )
-    return catalog.create_dataset_record(emu, sandbox, name=table, schema_ref=schema_id, table_name=table,
-                                         create_table=False, tags={"unifiedProfile": ["enabled:true"]})
+    return catalog.create_dataset_record(
+        emu,
+        sandbox,
+        name=table,
+        schema_ref=schema_id,
+        table_name=table,
+        create_table=False,
+        tags={"unifiedProfile": ["enabled:true"]},
+    )
 
 
 def cohort_rows(cohort: str) -> list[tuple]:
@@ -73,16 +96,26 @@ def cohort_rows(cohort: str) -> list[tuple]:
 
 
 def new_definition(aep, cohort: str, name: str | None = None, pql: str | None = None) -> dict:
-    resp = aep.post(f"{UPS}/segment/definitions", json={
-        "name": name or f"propensity {cohort}",
-        "profileInstanceId": "ups",
-        "description": "high propensity",
-        "expression": {"type": "PQL", "format": "pql/text",
-                       "value": pql or f'_acme.propensity >= 0.5 and _acme.cohort = "{cohort}"'},
-        "evaluationInfo": {"batch": {"enabled": True}, "continuous": {"enabled": False}, "synchronous": {"enabled": False}},
-        "schema": {"name": "_xdm.context.profile"},
-        "ttlInDays": 60,
-    })
+    resp = aep.post(
+        f"{UPS}/segment/definitions",
+        json={
+            "name": name or f"propensity {cohort}",
+            "profileInstanceId": "ups",
+            "description": "high propensity",
+            "expression": {
+                "type": "PQL",
+                "format": "pql/text",
+                "value": pql or f'_acme.propensity >= 0.5 and _acme.cohort = "{cohort}"',
+            },
+            "evaluationInfo": {
+                "batch": {"enabled": True},
+                "continuous": {"enabled": False},
+                "synchronous": {"enabled": False},
+            },
+            "schema": {"name": "_xdm.context.profile"},
+            "ttlInDays": 60,
+        },
+    )
     assert resp.status_code == 200, resp.text
     validate_response(resp)
     return resp.json()
@@ -118,10 +151,14 @@ def cohort(emulator, sandbox) -> str:
 
 
 def test_definition_is_created_with_documented_fields(aep, sandbox, cohort):
-    resp = aep.post(f"{UPS}/segment/definitions", json={
-        "name": f"fields {cohort}", "expression": {"type": "PQL", "format": "pql/text", "value": "_acme.propensity > 0.5"},
-        "schema": {"name": "_xdm.context.profile"},
-    })
+    resp = aep.post(
+        f"{UPS}/segment/definitions",
+        json={
+            "name": f"fields {cohort}",
+            "expression": {"type": "PQL", "format": "pql/text", "value": "_acme.propensity > 0.5"},
+            "schema": {"name": "_xdm.context.profile"},
+        },
+    )
     assert resp.status_code == 200
     validate_response(resp)
     body = resp.json()
@@ -134,10 +171,14 @@ def test_definition_is_created_with_documented_fields(aep, sandbox, cohort):
 
 def test_duplicate_name_is_422(aep, cohort):
     new_definition(aep, cohort)
-    resp = aep.post(f"{UPS}/segment/definitions", json={
-        "name": f"propensity {cohort}", "expression": {"type": "PQL", "format": "pql/text", "value": "_acme.propensity > 0"},
-        "schema": {"name": "_xdm.context.profile"},
-    })
+    resp = aep.post(
+        f"{UPS}/segment/definitions",
+        json={
+            "name": f"propensity {cohort}",
+            "expression": {"type": "PQL", "format": "pql/text", "value": "_acme.propensity > 0"},
+            "schema": {"name": "_xdm.context.profile"},
+        },
+    )
     assert resp.status_code == 422
     assert "already exists" in resp.json()["errors"]["422"][0]["message"]
 
@@ -150,10 +191,14 @@ def test_duplicate_name_is_422(aep, cohort):
     ],
 )
 def test_invalid_pql_is_400_with_the_reason(aep, cohort, pql, message):
-    resp = aep.post(f"{UPS}/segment/definitions", json={
-        "name": f"bad {uuid.uuid4().hex}", "expression": {"type": "PQL", "format": "pql/text", "value": pql},
-        "schema": {"name": "_xdm.context.profile"},
-    })
+    resp = aep.post(
+        f"{UPS}/segment/definitions",
+        json={
+            "name": f"bad {uuid.uuid4().hex}",
+            "expression": {"type": "PQL", "format": "pql/text", "value": pql},
+            "schema": {"name": "_xdm.context.profile"},
+        },
+    )
     assert resp.status_code == 400
     assert message in resp.json()["title"]
     assert resp.json()["errors"]["400"][0]["message"] == resp.json()["title"]
@@ -217,7 +262,11 @@ def test_job_counts_merged_latest_profiles(aep, emulator, sandbox, cohort):
     assert metrics["totalProfiles"] >= 5
     assert metrics["totalTime"]["endTimeInMs"] >= metrics["totalTime"]["startTimeInMs"]
     again = run_job(aep, segment["id"])
-    assert again["metrics"]["segmentedProfileByStatusCounter"][segment["id"]] == {"realized": 0, "existing": 4, "exited": 0}
+    assert again["metrics"]["segmentedProfileByStatusCounter"][segment["id"]] == {
+        "realized": 0,
+        "existing": 4,
+        "exited": 0,
+    }
 
 
 def test_forced_failure_fails_the_job(aep, emulator, cohort):
@@ -246,8 +295,9 @@ def test_job_for_unknown_segment_is_404(aep):
 
 def test_job_creation_can_be_throttled(aep, emulator, cohort):
     segment = new_definition(aep, cohort)
-    emulator.emu.faults.configure({"rules": [{"path": "/ups/segment/jobs$", "method": "POST", "first_n": 1,
-                                              "rate_429": 1, "retry_after": 3}]})
+    emulator.emu.faults.configure(
+        {"rules": [{"path": "/ups/segment/jobs$", "method": "POST", "first_n": 1, "rate_429": 1, "retry_after": 3}]}
+    )
     throttled = aep.post(f"{UPS}/segment/jobs", json=[{"segmentId": segment["id"]}])
     assert throttled.status_code == 429
     assert throttled.headers["Retry-After"] == "3"
@@ -255,9 +305,14 @@ def test_job_creation_can_be_throttled(aep, emulator, cohort):
 
 
 def _audience_body(cohort: str, name: str) -> dict:
-    return {"name": name, "profileInstanceId": "ups", "type": "SegmentDefinition",
-            "expression": {"type": "PQL", "format": "pql/text", "value": f'_acme.cohort = "{cohort}"'},
-            "schema": {"name": "_xdm.context.profile"}, "labels": ["core/C1"]}
+    return {
+        "name": name,
+        "profileInstanceId": "ups",
+        "type": "SegmentDefinition",
+        "expression": {"type": "PQL", "format": "pql/text", "value": f'_acme.cohort = "{cohort}"'},
+        "schema": {"name": "_xdm.context.profile"},
+        "labels": ["core/C1"],
+    }
 
 
 def test_audience_crud_and_shared_identity_with_definitions(aep, cohort):
@@ -287,8 +342,9 @@ def test_audience_list_pages_with_integer_next(aep, cohort):
         assert aep.post(f"{UPS}/audiences", json=_audience_body(cohort, f"list {cohort} {i}")).status_code == 201
     seen, start = [], 0
     while True:
-        resp = aep.get(f"{UPS}/audiences", params={"name": f"LIST {cohort}", "limit": 2, "start": start,
-                                                  "sort": "name:asc"})
+        resp = aep.get(
+            f"{UPS}/audiences", params={"name": f"LIST {cohort}", "limit": 2, "start": start, "sort": "name:asc"}
+        )
         assert resp.status_code == 200
         body = resp.json()
         assert isinstance(body["_page"]["next"], int)
@@ -308,15 +364,16 @@ def test_audience_list_pages_with_integer_next(aep, cohort):
     assert [a["name"] for a in only["children"]] == [f"list {cohort} 3"]
 
 
-
-
 def test_activation_writes_one_csv_matching_the_job_count(aep, emulator, cohort):
     segment = new_definition(aep, cohort)
     job = run_job(aep, segment["id"])
     name = f"dest-{cohort}"
     flow_id = activation_flow(aep, name, segment["id"])
-    resp = aep.post("/data/core/activation/disflowprovider/adhocrun", headers=ACTIVATION_V2,
-                    json={"activationInfo": {flow_id: [segment["id"]]}})
+    resp = aep.post(
+        "/data/core/activation/disflowprovider/adhocrun",
+        headers=ACTIVATION_V2,
+        json={"activationInfo": {flow_id: [segment["id"]]}},
+    )
     assert resp.status_code == 200, resp.text
     validate_response(resp)
     order = resp.json()["order"]
@@ -333,7 +390,9 @@ def test_activation_writes_one_csv_matching_the_job_count(aep, emulator, cohort)
     rows = list(csv.DictReader(io.StringIO(body)))
     assert len(rows) == count == 3
     assert {r["ECID"]: (float(r["_acme.propensity"]), r["person.name.lastName"]) for r in rows} == {
-        f"{cohort}-u2": (0.8, "Doe"), f"{cohort}-u4": (0.95, "null"), f"{cohort}-u6": (0.7, "Poe"),
+        f"{cohort}-u2": (0.8, "Doe"),
+        f"{cohort}-u4": (0.95, "null"),
+        f"{cohort}-u6": (0.7, "Poe"),
     }
 
 

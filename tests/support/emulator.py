@@ -31,7 +31,9 @@ class RunningEmulator:
     def __init__(self, settings: Settings) -> None:
         self.settings = replace(settings, port=free_port(), qs_port=free_port())
         self.app = create_app(self.settings)
-        self.server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=self.settings.port, log_level="warning"))
+        self.server = uvicorn.Server(
+            uvicorn.Config(self.app, host="127.0.0.1", port=self.settings.port, log_level="warning")
+        )
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     @property

@@ -63,7 +63,7 @@ def find_operation(path: str, method: str, spec_file: str | None = None) -> tupl
             continue
         if not path.startswith(base):
             continue
-        rel = path[len(base):] or "/"
+        rel = path[len(base) :] or "/"
         paths = _load(file).get("paths", {})
         # Prefer literal templates over parameterised ones (e.g. /dataSets/count vs /dataSets/{id}).
         candidates = sorted(paths, key=lambda t: t.count("{"))
