@@ -6,7 +6,7 @@ background, writing to the target connection's bucket and path in the emulator's
 writes with its own S3 credentials; the S3 keys in the base connection are only shape-checked).
 The Data Landing Zone destination maps onto the destination bucket under ``dlz-destination/``.
 
-[U] The ad-hoc dataset export response body is inferred from client parsing (aep-api.md §8.4).
+[U] The ad-hoc dataset export response body is inferred from client parsing (docs/aep-behaviour.md#flow-service).
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ S3_SPEC = "4fce964d-3f37-408f-9778-e597338a21ee"
 DLZ_SPEC = "10440537-2a7b-4583-ac39-ed38d4b848e8"
 S3_DATASET_FLOW_SPEC = "269ba276-16fc-47db-92b0-c1049a3c131f"
 DLZ_DATASET_FLOW_SPEC = "cd2fc47e-e838-4f38-a581-8fff2f99b63a"
-# "(Beta) Amazon S3 - Segment" in destinations.yaml (FlowSpec_V2); not in aep-api.md's id table.
+# "(Beta) Amazon S3 - Segment" in destinations.yaml (FlowSpec_V2).
 S3_AUDIENCE_FLOW_SPEC = "1a0514a6-33d4-4c7f-aff8-594799c47549"
 DATASET_FLOW_SPECS = (S3_DATASET_FLOW_SPEC, DLZ_DATASET_FLOW_SPEC)
 DLZ_FOLDER = "dlz-destination"

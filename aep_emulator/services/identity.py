@@ -3,7 +3,7 @@
 The standard namespaces every org has, plus custom ones created per sandbox (they cannot be
 deleted, as in AEP). Numeric ids of the standard namespaces are unconfirmed [U]. The spec spells
 ``idType`` two ways: ``Cookie``/``Cross_device``/``Mobile`` for a single namespace (create, get) and
-``COOKIE``/``CROSS_DEVICE``/``MOBILE`` in the list (aep-api.md §12 shows the latter); the emulator
+``COOKIE``/``CROSS_DEVICE``/``MOBILE`` in the list (Adobe's documentation shows the latter); the emulator
 answers each route as its spec says and accepts either spelling on create.
 """
 

@@ -51,7 +51,7 @@ ROWS_PER_CHUNK = 131_072
 MAX_ROW_ERRORS_KEPT = 10_000
 META_DIR = "_meta"
 
-# Catalog error codes (aep-api.md §4, §5.3).
+# Catalog error codes (docs/aep-behaviour.md#batches).
 CODE_CORRUPT = "INGEST-1401-400"
 CODE_REQUIRED = "INGEST-1555-400"
 CODE_SUMMARY_DIAGNOSTICS = "INGEST-1212-400"
@@ -270,7 +270,7 @@ def batch_action(
 ):
     """COMPLETE (idempotent), ABORT (while not terminal) or REVERT (a successful batch).
 
-    AEP documents a plain 200; the body is empty (aep-api.md §13).
+    AEP documents a plain 200; the body is empty (docs/aep-behaviour.md#batches).
     """
     action = action.upper()
     handlers = {"COMPLETE": _complete, "ABORT": _abort, "REVERT": _revert}
@@ -363,7 +363,7 @@ class LoadStats:
 
 
 def _convert_one(xdm_type: str, value: Any) -> Any:
-    """Coerce one value to an XDM type (aep-api.md §5.3); raise ValueError when it cannot be.
+    """Coerce one value to an XDM type (docs/aep-behaviour.md#batches); raise ValueError when it cannot be.
 
     Strings coerce to numbers and dates; booleans never coerce, nor do numbers become booleans.
     """

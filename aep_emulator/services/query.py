@@ -81,7 +81,7 @@ def connection_parameters(
 
     The emulator does not compress tokens: ``compressedToken`` is the token itself, which the proxy
     accepts as the password like the plain one. AEP answers ``websocketHost`` although its spec spells
-    it ``websoketHost`` (aep-api.md section 13); the emulator serves no websocket, so it names the host.
+    it ``websoketHost`` (docs/aep-behaviour.md#query-service); the emulator serves no websocket, so it names the host.
     """
     token = request.headers["authorization"].partition(" ")[2].strip()
     # The host the caller reached the REST API on also serves the wire endpoint (the bind address,
@@ -568,7 +568,7 @@ def _page(emu: Emulator, docs: list[dict], params: dict, path: str, items_key: s
         body["_page"]["start"] = page[0][order_field]
     if params.get("property"):
         body["_page"]["property"] = params["property"]
-    # No next link on the last page: aepp follows a repeated one forever (aep-api.md section 14).
+    # No next link on the last page: aepp follows a repeated one forever (docs/aep-behaviour.md#query-service).
     if len(ordered) > limit:
         cursor = page[-1][order_field]
         body["_page"]["next"] = cursor

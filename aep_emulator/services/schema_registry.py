@@ -2,7 +2,7 @@
 
 Global classes and field groups are built in (:mod:`aep_emulator.xdm`); tenant field groups, schemas
 and descriptors are stored per sandbox. Emulator choices where AEP's exact answer is unconfirmed
-(aep-api.md §7, §17): a duplicate title gives **409** ``XDM-1521-409``; an invalid body gives 400
+(docs/aep-behaviour.md#schema-registry): a duplicate title gives **409** ``XDM-1521-409``; an invalid body gives 400
 ``XDM-1001-400``; Accept problems give ``XDM-1006-400`` (missing), ``XDM-1008-400`` (not a valid
 value for the call) and ``XDM-1009-400`` (lookup without ``version``).
 """

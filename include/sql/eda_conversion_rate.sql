@@ -1,6 +1,6 @@
 {#-
   Share of active users who converted (params.conversion_event) in [params.start, params.end).
-  Users are counted with COUNT(DISTINCT userid), never by events (defect M5).
+  Users are counted with COUNT(DISTINCT userid), never by events (docs/reference-notes.md#m5).
 -#}
 {% import 'macros/xdm.sql' as xdm with context %}
 WITH window_events AS (

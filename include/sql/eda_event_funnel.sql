@@ -1,7 +1,7 @@
 {#-
   Events and distinct users per eventType in [params.start, params.end), in funnel order
   (params.event_types, the shared constants). Known types with no events show 0; types outside
-  the list show with a NULL funnel_position, so a misspelt or unexpected type is visible (defect M5).
+  the list show with a NULL funnel_position, so a misspelt or unexpected type is visible (docs/reference-notes.md#m5).
 -#}
 {% import 'macros/xdm.sql' as xdm with context %}
 WITH known AS (

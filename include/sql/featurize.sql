@@ -6,11 +6,11 @@
   Features, for each params.feature_events entry (slug s):
     cnt_<s>_<n>d   events of the type in [T - n days, T), for each n in params.lookback_days
     days_since_<s> fractional days from the last such event (in the longest lookback) to T;
-                   NULL when there was none ("never" is not "just now", reference defect M3)
+                   NULL when there was none ("never" is not "just now", docs/reference-notes.md#m3)
     has_<s>        1 when there was one in the longest lookback, else 0
   label (params.with_label): 1 when the user converted in [T, T + label_window_days), else 0.
   Scoring mode (with_label false): label is NULL, no event at or after T is read.
-  Runs as CTAS: a per-run output table, replaced when the task is re-run (defect M9).
+  Runs as CTAS: a per-run output table, replaced when the task is re-run (docs/reference-notes.md#m9).
 -#}
 {% import 'macros/xdm.sql' as xdm with context %}
 {%- set cutoff = xdm.ts(params.as_of) %}

@@ -84,28 +84,28 @@ class JobStates:
         return RUNNING, state
 
 
-# Query Service REST state machine (aep-api.md §6.2): all four terminal states end polling.
+# Query Service REST state machine (docs/aep-behaviour.md#query-service): all four terminal states end polling.
 QUERY_STATES = JobStates(
     "query",
     in_progress=frozenset({"SUBMITTED", "IN_PROGRESS"}),
     succeeded=frozenset({"SUCCESS"}),
     failed=frozenset({"FAILED", "KILLED", "TIMEOUT"}),
 )
-# Catalog batch status classes (aep-api.md §4); "inactive"/"deleted" mean the batch is gone (reverted).
+# Catalog batch status classes (docs/aep-behaviour.md#batches); "inactive"/"deleted" mean the batch is gone (reverted).
 BATCH_STATES = JobStates(
     "batch",
     in_progress=frozenset({"LOADING", "LOADED", "STAGING", "STAGED", "PROCESSING", "QUEUED", "RETRYING"}),
     succeeded=frozenset({"SUCCESS", "ACTIVE"}),
     failed=frozenset({"FAILED", "FAILURE", "ABORTED", "ABANDONED", "STALLED", "INACTIVE", "DELETED"}),
 )
-# Flow run statusSummary.status (aep-api.md §8.3), meaningful once durationSummary.completedAtUTC is set.
+# Flow run statusSummary.status (docs/aep-behaviour.md#flow-service), meaningful once durationSummary.completedAtUTC is set.
 RUN_STATES = JobStates(
     "flow run",
     in_progress=frozenset({"PROCESSING", "WAITING", "QUEUED", "SCHEDULED", "IN_PROGRESS", "PENDING"}),
     succeeded=frozenset({"SUCCESS", "COMPLETED"}),
     failed=frozenset({"FAILED", "FAILURE", "PARTIAL_FAILURE", "CANCELLED", "ABORTED"}),
 )
-# Segment job states (aep-api.md §11).
+# Segment job states (docs/aep-behaviour.md#segmentation).
 SEGMENT_JOB_STATES = JobStates(
     "segment job",
     in_progress=frozenset({"NEW", "QUEUED", "PROCESSING", "CANCELLING"}),
@@ -125,7 +125,7 @@ def classify_query(doc: dict) -> tuple[str, str]:
 
 def classify_batch(doc: dict) -> tuple[str, str]:
     """
-    Classify a Catalog batch: ``loading → staging → success | failed`` (and the other §4 statuses).
+    Classify a Catalog batch: ``loading → staging → success | failed`` (and the other statuses of docs/aep-behaviour.md#batches).
 
     :param doc: the batch as ``GET /catalog/batches/{id}`` returns it, unwrapped.
     """

@@ -2,13 +2,13 @@
 
 Everything that names an event type (the simulator, the featurization and EDA SQL, data-quality
 checks) reads it from here, so a misspelt type cannot silently produce an all-NULL feature
-(reference defects M4/M5).
+(docs/reference-notes.md#m4, #m5).
 
-The funnel is the reference's (``SimulationHelpers.py``, reference-workflow §3.1). Its child rates
+The funnel is the reference's (``SimulationHelpers.py``, docs/reference-notes.md). Its child rates
 are re-calibrated: the reference *overwrites* a parent's children with the last parent's, so its
 per-parent λ (e.g. 2.0 opens per send) only shows up once per user. The simulator appends children
-(defect M14), so each per-parent rate here is the ratio the reference actually produced
-(§3.5, e.g. 198,474 opens / 500,970 sends = 0.396), which keeps the reference's funnel volumes.
+(docs/reference-notes.md#m14), so each per-parent rate here is the ratio the reference actually produced
+(e.g. 198,474 opens / 500,970 sends = 0.396), which keeps the reference's funnel volumes.
 """
 
 from __future__ import annotations

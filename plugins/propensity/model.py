@@ -2,7 +2,7 @@
 
 Input is the featurization output (``include/sql/featurize.sql``): one row per ``(userid,
 as_of_date)``. Only the feature columns it defines (``cnt_*``, ``days_since_*``, ``has_*``) are
-ever used as inputs: ids, dates, timestamps and ``eventType`` never are (reference defect M1).
+ever used as inputs: ids, dates, timestamps and ``eventType`` never are (docs/reference-notes.md#m1).
 """
 
 from __future__ import annotations
@@ -140,7 +140,7 @@ def score(model: TrainedModel, features: pd.DataFrame, *, model_version: str, sc
 
     :param model: the trained model.
     :param features: featurization output (scoring mode), one row per user.
-    :param model_version: recorded on every score (reference defect M11).
+    :param model_version: recorded on every score (docs/reference-notes.md#m11).
     :param scored_at: the run's scoring timestamp, passed in so reruns are reproducible.
     """
     duplicated = features[USER_COLUMN].duplicated()
@@ -182,7 +182,7 @@ def load_model(data: bytes) -> TrainedModel:
 
 
 def _gradient_boosting(seed: int) -> Pipeline:
-    # NaN-aware: "never happened" (NULL days_since_*) stays missing instead of becoming 0 (defect M3).
+    # NaN-aware: "never happened" (NULL days_since_*) stays missing instead of becoming 0 (docs/reference-notes.md#m3).
     # Shallow, regularised trees: positives are a few percent of sparse count data.
     return make_pipeline(
         HistGradientBoostingClassifier(

@@ -498,7 +498,7 @@ def audience_definitions(context: dict, run: dict, scores_keys: list[str]) -> li
 
     ``audience_tiers`` maps a tier to the cumulative share of top-scored profiles it reaches down
     to (``{"high": 0.1, "medium": 0.3}``: the top 10 %, then the next 20 %). The floors are logged
-    in each audience's PQL and description, so every run's cut-offs are on record (defect M12).
+    in each audience's PQL and description, so every run's cut-offs are on record (docs/reference-notes.md#m12).
 
     :param context: the task context.
     :param run: the run plan.

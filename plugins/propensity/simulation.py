@@ -1,6 +1,6 @@
 """Synthetic CMLE experience events, one day at a time, for a stable population of profiles.
 
-The reference simulator (reference-workflow §3) draws ten weeks per user in one go. Here every day
+The reference simulator (docs/reference-notes.md) draws ten weeks per user in one go. Here every day
 is generated on its own, deterministically from ``(seed, day)``, so the pipeline can seed a
 history and then add one day per run without replaying the past:
 
@@ -48,7 +48,7 @@ INITIAL_PROPENSITY = 0.001
 MEMORY_DAYS = 30.0
 """τ: how long expected events keep raising the propensity."""
 TARGET_CONVERSION_RATE = 0.15
-"""Share of users converting in their first ten weeks (reference §3.5); ``c`` is solved to match it."""
+"""Share of users converting in their first ten weeks (docs/reference-notes.md); ``c`` is solved to match it."""
 ACTIVITY_SHAPE = 0.6
 """Gamma shape of activity (mean 1): skewed, so a few heavy users and many light ones."""
 INTENT_SIGMA = 0.8

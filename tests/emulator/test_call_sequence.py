@@ -1,4 +1,4 @@
-"""The DAG's whole AEP call sequence (aep-api.md §15) over HTTP against the emulator, PostgreSQL and S3.
+"""The DAG's whole AEP call sequence (docs/architecture.md, call path) over HTTP against the emulator, PostgreSQL and S3.
 
 token → tenant → schema and identity descriptor → dataset → Parquet batch `success` → CTAS query
 `SUCCESS` creating a dataset → ad-hoc export with Parquet files on S3 → segment definition and job

@@ -62,13 +62,14 @@ def test_parquet_batch_loads_and_reports_metrics(aep, emulator, sandbox, dataset
     assert (
         batch["status"] == "loading" and batch["externalId"] == "run-1" and batch["inputFormat"]["format"] == "parquet"
     )
-    # The spec's Batch.status enum omits loading/staging, which AEP documents for a new batch (aep-api.md §4).
+    # The spec's Batch.status enum omits loading/staging, which AEP documents for a new batch (docs/aep-behaviour.md#batches).
     validate("POST", created.request.url, 201, {**batch, "status": "processing"})
     data = parquet_bytes(events(emulator.settings.tenant_id))
     assert upload(aep, batch["id"], dataset_id, "day=1/part-0.parquet", data).status_code == 201
     assert upload(aep, batch["id"], dataset_id, "day=1/part-0.parquet", data).status_code == 200  # overwrite
     completed = aep.post(f"{IMPORT}/batches/{batch['id']}", params={"action": "COMPLETE"})
-    assert completed.status_code == 200 and completed.content == b""  # AEP documents a plain 200 (aep-api.md §13)
+    # AEP documents a plain 200 (docs/aep-behaviour.md#batches).
+    assert completed.status_code == 200 and completed.content == b""
     assert aep.post(f"{IMPORT}/batches/{batch['id']}", params={"action": "COMPLETE"}).status_code == 200  # idempotent
     done = wait_for_batch(aep, batch["id"])
     assert done["status"] == "success", done

@@ -68,7 +68,7 @@ def test_connection_parameters_point_at_the_proxy(aep, emulator, sandbox):
     assert body["dbName"] == f"{sandbox}:all"
     assert (body["host"], body["port"]) == ("127.0.0.1", emulator.settings.qs_port)
     assert body["token"] == aep.token
-    # AEP sends websocketHost although its spec spells it websoketHost (aep-api.md section 13).
+    # AEP sends websocketHost although its spec spells it websoketHost (docs/aep-behaviour.md#query-service).
     assert "websocketHost" in body and "websoketHost" not in body
 
 

@@ -26,7 +26,7 @@ from tests.propensity import TENANT, events_frame, simulate_history
 START = date(2026, 1, 1)
 END = START + timedelta(days=HISTORY_DAYS)
 
-# Reference run (reference-workflow §3.5), events per 100,000 users over ten weeks.
+# Reference run (docs/reference-notes.md#the-reference-simulator), events per 100,000 users over ten weeks.
 REFERENCE_COUNTS = {
     "directMarketing.emailSent": 500_970,
     "directMarketing.emailOpened": 198_474,
