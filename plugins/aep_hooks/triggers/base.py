@@ -1,13 +1,11 @@
 """
-Triggers that wait for AEP jobs: Query Service queries, ingestion batches, flow runs and segment jobs.
+The base of the AEP triggers, and the job-state classification they share with the operators' sync path.
 
 Each trigger only reads the job's status (no side effects, so it is safe to run more than once),
 polls (0.25 s, then doubling up to ``poll_interval`` seconds) until ``end_time`` and yields exactly one event::
 
     {"status": "success" | "error" | "timeout", "id": ..., "state": ..., "errors": [...],
      "message": ..., "result": {...}}
-
-The status classification is in module-level functions shared with the operators' sync path.
 """
 
 from __future__ import annotations
@@ -23,15 +21,7 @@ from typing import Any
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from aep_hooks.exceptions import AEPApiError
-from aep_hooks.hooks import (
-    CATALOG,
-    FLOW_SERVICE,
-    QUERY_SERVICE,
-    SEGMENTATION,
-    AEPAsyncHook,
-    first_item,
-    unwrap_catalog_item,
-)
+from aep_hooks.hooks.rest import AEPAsyncHook
 
 log = logging.getLogger(__name__)
 
@@ -258,175 +248,3 @@ class AEPJobTrigger(BaseTrigger):
             sleep_for = min(next(waits), remaining)
             self.log.info("AEP %s %s in state %s, sleeping %s s", self.kind, self.resource_id, state, sleep_for)
             await asyncio.sleep(sleep_for)
-
-
-class QueryStatusTrigger(AEPJobTrigger):
-    """
-    Wait for a Query Service query to end.
-
-    .. seealso:: https://experienceleague.adobe.com/en/docs/experience-platform/query/api/queries
-
-    :param query_id: the query id.
-    :param aep_conn_id: the ``aep`` connection id.
-    :param poll_interval: seconds between status reads.
-    :param end_time: deadline, in epoch seconds.
-    :param sandbox: a sandbox that overrides the connection's.
-    """
-
-    kind = "query"
-    id_kwarg = "query_id"
-
-    def __init__(
-        self,
-        query_id: str,
-        aep_conn_id: str = AEPAsyncHook.default_conn_name,
-        poll_interval: float = 30.0,
-        *,
-        end_time: float,
-        sandbox: str | None = None,
-    ) -> None:
-        super().__init__(query_id, aep_conn_id, poll_interval, end_time=end_time, sandbox=sandbox)
-
-    async def fetch(self, hook: AEPAsyncHook) -> dict:
-        return await hook.get_json(f"{QUERY_SERVICE}/queries/{self.resource_id}")
-
-    classify = staticmethod(classify_query)
-
-    def summarize(self, doc: dict) -> dict[str, Any]:
-        created = (doc.get("_links") or {}).get("created_dataset") or {}
-        return {"rowCount": doc.get("rowCount"), "elapsedTime": doc.get("elapsedTime"), "dataset_id": created.get("id")}
-
-    async def on_kill(self) -> None:
-        """Cancel the query when a user kills the deferred task."""
-        self.log.info("Cancelling AEP query %s", self.resource_id)
-        await self.get_async_hook().request(
-            "PATCH", f"{QUERY_SERVICE}/queries/{self.resource_id}", json={"op": "cancel"}
-        )
-
-
-class BatchStatusTrigger(AEPJobTrigger):
-    """
-    Wait for an ingestion batch to reach a terminal Catalog status.
-
-    .. seealso:: https://experienceleague.adobe.com/en/docs/experience-platform/ingestion/batch/troubleshooting
-
-    :param batch_id: the batch id.
-    :param aep_conn_id: the ``aep`` connection id.
-    :param poll_interval: seconds between status reads.
-    :param end_time: deadline, in epoch seconds.
-    :param sandbox: a sandbox that overrides the connection's.
-    """
-
-    kind = "batch"
-    id_kwarg = "batch_id"
-
-    def __init__(
-        self,
-        batch_id: str,
-        aep_conn_id: str = AEPAsyncHook.default_conn_name,
-        poll_interval: float = 30.0,
-        *,
-        end_time: float,
-        sandbox: str | None = None,
-    ) -> None:
-        super().__init__(batch_id, aep_conn_id, poll_interval, end_time=end_time, sandbox=sandbox)
-
-    async def fetch(self, hook: AEPAsyncHook) -> dict:
-        return unwrap_catalog_item(await hook.get_json(f"{CATALOG}/batches/{self.resource_id}"), self.resource_id)
-
-    classify = staticmethod(classify_batch)
-
-    def summarize(self, doc: dict) -> dict[str, Any]:
-        return {"metrics": doc.get("metrics") or {}}
-
-
-class FlowRunTrigger(AEPJobTrigger):
-    """
-    Wait for a Flow Service run (dataset export or activation) to finish.
-
-    .. seealso:: https://experienceleague.adobe.com/en/docs/experience-platform/destinations/api/export-datasets
-
-    :param run_id: the flow run id.
-    :param aep_conn_id: the ``aep`` connection id.
-    :param poll_interval: seconds between status reads.
-    :param end_time: deadline, in epoch seconds.
-    :param sandbox: a sandbox that overrides the connection's.
-    """
-
-    kind = "flow run"
-    id_kwarg = "run_id"
-
-    def __init__(
-        self,
-        run_id: str,
-        aep_conn_id: str = AEPAsyncHook.default_conn_name,
-        poll_interval: float = 30.0,
-        *,
-        end_time: float,
-        sandbox: str | None = None,
-    ) -> None:
-        super().__init__(run_id, aep_conn_id, poll_interval, end_time=end_time, sandbox=sandbox)
-
-    async def fetch(self, hook: AEPAsyncHook) -> dict:
-        return first_item(await hook.get_json(f"{FLOW_SERVICE}/runs/{self.resource_id}"), f"run {self.resource_id}")
-
-    classify = staticmethod(classify_run)
-
-    # Static: the flow operators read the errors of runs no trigger watched.
-    @staticmethod
-    def errors(doc: dict) -> list:
-        status_summary = (doc.get("metrics") or {}).get("statusSummary") or {}
-        return list(status_summary.get("errors") or doc.get("errors") or [])
-
-    def summarize(self, doc: dict) -> dict[str, Any]:
-        metrics = doc.get("metrics") or {}
-        return {
-            "completedAtUTC": (metrics.get("durationSummary") or {}).get("completedAtUTC"),
-            "recordSummary": metrics.get("recordSummary") or {},
-            "fileSummary": metrics.get("fileSummary") or {},
-        }
-
-
-class SegmentJobTrigger(AEPJobTrigger):
-    """
-    Wait for a segment job to end.
-
-    .. seealso:: https://experienceleague.adobe.com/en/docs/experience-platform/segmentation/api/segment-jobs
-
-    :param job_id: the segment job id.
-    :param aep_conn_id: the ``aep`` connection id.
-    :param poll_interval: seconds between status reads.
-    :param end_time: deadline, in epoch seconds.
-    :param sandbox: a sandbox that overrides the connection's.
-    """
-
-    kind = "segment job"
-    id_kwarg = "job_id"
-
-    def __init__(
-        self,
-        job_id: str,
-        aep_conn_id: str = AEPAsyncHook.default_conn_name,
-        poll_interval: float = 30.0,
-        *,
-        end_time: float,
-        sandbox: str | None = None,
-    ) -> None:
-        super().__init__(job_id, aep_conn_id, poll_interval, end_time=end_time, sandbox=sandbox)
-
-    async def fetch(self, hook: AEPAsyncHook) -> dict:
-        return await hook.get_json(f"{SEGMENTATION}/segment/jobs/{self.resource_id}")
-
-    classify = staticmethod(classify_segment_job)
-
-    def summarize(self, doc: dict) -> dict[str, Any]:
-        metrics = doc.get("metrics") or {}
-        return {
-            "totalProfiles": metrics.get("totalProfiles"),
-            "segmentedProfileCounter": metrics.get("segmentedProfileCounter") or {},
-        }
-
-    async def on_kill(self) -> None:
-        """Cancel the segment job when a user kills the deferred task."""
-        self.log.info("Cancelling AEP segment job %s", self.resource_id)
-        await self.get_async_hook().request("DELETE", f"{SEGMENTATION}/segment/jobs/{self.resource_id}")

@@ -13,15 +13,11 @@ import pyarrow.parquet as pq
 import pytest
 import requests
 from aep_hooks.hooks import AEPHook
-from aep_hooks.operators import (
-    PROFILE_CLASS,
-    AEPActivateAudiencesOperator,
-    AEPAudienceOperator,
-    AEPBatchIngestOperator,
-    AEPDatasetExportOperator,
-    AEPEnsureDatasetOperator,
-    AEPQueryOperator,
-)
+from aep_hooks.operators.catalog import PROFILE_CLASS, AEPEnsureDatasetOperator
+from aep_hooks.operators.flow_service import AEPActivateAudiencesOperator, AEPDatasetExportOperator
+from aep_hooks.operators.ingestion import AEPBatchIngestOperator
+from aep_hooks.operators.query_service import AEPQueryOperator
+from aep_hooks.operators.segmentation import AEPAudienceOperator
 from airflow.sdk import DAG, chain
 from airflow.utils.state import DagRunState, TaskInstanceState
 

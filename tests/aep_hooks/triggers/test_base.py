@@ -1,4 +1,4 @@
-"""Tests of the AEP triggers and of the status classification they share with the operators."""
+"""The triggers' shared run loop (through each trigger), their serialization and the status classification."""
 
 from __future__ import annotations
 
@@ -9,16 +9,11 @@ from unittest import mock
 
 import pytest
 from aep_hooks.exceptions import AEPApiError
-from aep_hooks.triggers import (
-    BatchStatusTrigger,
-    FlowRunTrigger,
-    QueryStatusTrigger,
-    SegmentJobTrigger,
-    classify_batch,
-    classify_query,
-    classify_run,
-    classify_segment_job,
-)
+from aep_hooks.triggers.base import classify_batch, classify_query, classify_run, classify_segment_job
+from aep_hooks.triggers.flow_service import FlowRunTrigger
+from aep_hooks.triggers.ingestion import BatchStatusTrigger
+from aep_hooks.triggers.query_service import QueryStatusTrigger
+from aep_hooks.triggers.segmentation import SegmentJobTrigger
 
 POLL = 12.5
 FAR = 4_000_000_000.0  # an end_time far in the future (epoch s)
@@ -97,12 +92,12 @@ def sleep():
     """The triggers' sleep, patched in their module only: other event loops (an emulator serving in a
     thread of the same test session) keep the real ``asyncio.sleep``."""
     fake_asyncio = mock.Mock(wraps=asyncio, sleep=mock.AsyncMock())
-    with mock.patch("aep_hooks.triggers.asyncio", fake_asyncio):
+    with mock.patch("aep_hooks.triggers.base.asyncio", fake_asyncio):
         yield fake_asyncio.sleep
 
 
 def patch_get_json(side_effect):
-    return mock.patch("aep_hooks.triggers.AEPAsyncHook.get_json", side_effect=side_effect)
+    return mock.patch("aep_hooks.triggers.base.AEPAsyncHook.get_json", side_effect=side_effect)
 
 
 class TestRun:
@@ -254,36 +249,22 @@ class TestRun:
         assert events[0].payload["status"] == "success"
 
 
-class TestOnKill:
-    @pytest.mark.asyncio
-    async def test_query_is_cancelled(self):
-        with mock.patch("aep_hooks.triggers.AEPAsyncHook.request") as request:
-            await QueryStatusTrigger("q1", end_time=FAR).on_kill()
-        request.assert_awaited_once_with("PATCH", QUERY_PATH, json={"op": "cancel"})
-
-    @pytest.mark.asyncio
-    async def test_segment_job_is_cancelled(self):
-        with mock.patch("aep_hooks.triggers.AEPAsyncHook.request") as request:
-            await SegmentJobTrigger("j1", end_time=FAR).on_kill()
-        request.assert_awaited_once_with("DELETE", JOB_PATH)
-
-
 class TestSerialize:
     @pytest.mark.parametrize(
-        ("cls", "id_kwarg"),
+        ("cls", "module", "id_kwarg"),
         [
-            (QueryStatusTrigger, "query_id"),
-            (BatchStatusTrigger, "batch_id"),
-            (FlowRunTrigger, "run_id"),
-            (SegmentJobTrigger, "job_id"),
+            (QueryStatusTrigger, "query_service", "query_id"),
+            (BatchStatusTrigger, "ingestion", "batch_id"),
+            (FlowRunTrigger, "flow_service", "run_id"),
+            (SegmentJobTrigger, "segmentation", "job_id"),
         ],
     )
-    def test_round_trip(self, cls, id_kwarg):
+    def test_round_trip(self, cls, module, id_kwarg):
         trigger = cls("x1", aep_conn_id="aep_other", poll_interval=5, end_time=1768435200.5, sandbox="dev")
 
         classpath, kwargs = trigger.serialize()
 
-        assert classpath == f"aep_hooks.triggers.{cls.__name__}"
+        assert classpath == f"aep_hooks.triggers.{module}.{cls.__name__}"
         assert kwargs == {
             id_kwarg: "x1",
             "aep_conn_id": "aep_other",

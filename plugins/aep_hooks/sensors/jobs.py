@@ -14,16 +14,12 @@ from airflow.sdk import BaseSensorOperator
 from airflow.sdk.exceptions import AirflowFailException
 
 from aep_hooks.exceptions import AEPTerminalStateError
-from aep_hooks.hooks import AEPHook
-from aep_hooks.triggers import (
-    RUNNING,
-    SUCCESS,
-    AEPJobTrigger,
-    BatchStatusTrigger,
-    FlowRunTrigger,
-    QueryStatusTrigger,
-    SegmentJobTrigger,
-)
+from aep_hooks.hooks.aep import AEPHook
+from aep_hooks.triggers.base import RUNNING, SUCCESS, AEPJobTrigger
+from aep_hooks.triggers.flow_service import FlowRunTrigger
+from aep_hooks.triggers.ingestion import BatchStatusTrigger
+from aep_hooks.triggers.query_service import QueryStatusTrigger
+from aep_hooks.triggers.segmentation import SegmentJobTrigger
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -76,6 +72,6 @@ class AEPJobSensor(BaseSensorOperator):
         if status == SUCCESS:
             return True
         # A trigger instance only to read the errors the way the deferred path does (no I/O).
-        errors = trigger_class(self.resource_id, self.aep_conn_id, end_time=0.0).errors(doc)
+        errors = trigger_class(self.resource_id, aep_conn_id=self.aep_conn_id, end_time=0.0).errors(doc)
         error = AEPTerminalStateError(self.kind, self.resource_id, state, errors)
         raise AirflowFailException(str(error)) from error

@@ -1,0 +1,161 @@
+"""
+The base of the AEP operators: arguments, links, and waiting for an AEP job.
+
+Every operator is safe to retry and to rerun: resources are found by deterministic name before
+anything is created, creates are never retried blindly, and the id of a long-running AEP job is
+kept in ``task_state_store`` before polling so that a retry reconnects to the job it started while
+that job is still in flight. A finished job is never reused: a cleared task runs again.
+Waiting is a deferral to a trigger, or (``deferrable=False``) a poll with the same status
+classification and the same deadline.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from datetime import timedelta
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from airflow.configuration import conf
+from airflow.sdk import BaseOperator
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
+
+from aep_hooks.exceptions import AEPTerminalStateError
+from aep_hooks.hooks.aep import AEPHook
+from aep_hooks.links import AEPBaseLink
+from aep_hooks.triggers.base import AEPJobTrigger, poll_waits
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+
+def load_json(value: Any) -> Any:
+    """A template field that may hold a rendered ``.json`` file (a string) or a Python value."""
+    return json.loads(value) if isinstance(value, str) else value
+
+
+def task_state(context: Context) -> Any:
+    """``context["task_state_store"]`` (Airflow 3.3), or None where it does not exist."""
+    return context.get("task_state_store")
+
+
+class AEPBaseOperator(BaseOperator):
+    """
+    Arguments and waiting logic shared by the AEP operators.
+
+    :param aep_conn_id: the ``aep`` connection.
+    :param sandbox: sandbox to work in (default: the connection's).
+    :param deferrable: wait in the triggerer instead of polling in the worker.
+    :param poll_interval: seconds between status checks.
+    :param timeout: how long to wait for an AEP job before the task fails (and may be retried).
+    """
+
+    ui_color = "#fa0f00"
+    ui_fgcolor = "#ffffff"
+
+    def __init__(
+        self,
+        *,
+        aep_conn_id: str = "aep_default",
+        sandbox: str | None = None,
+        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
+        poll_interval: float = 30.0,
+        timeout: timedelta = timedelta(hours=2),
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.aep_conn_id = aep_conn_id
+        self.sandbox = sandbox
+        self.deferrable = deferrable
+        self.poll_interval = poll_interval
+        self.timeout = timeout
+
+    @cached_property
+    def hook(self) -> AEPHook:
+        return AEPHook(self.aep_conn_id, sandbox=self.sandbox)
+
+    def persist_link(self, context: Context, link: type[AEPBaseLink], resource_id: str) -> None:
+        link.persist(context, org_id=self.hook.org_id, sandbox=self.hook.sandbox, resource_id=resource_id)
+
+    def wait_for(
+        self,
+        context: Context,
+        trigger_class: type[AEPJobTrigger],
+        resource_id: str,
+        fetch: Callable[[str], dict],
+        method_kwargs: dict[str, Any] | None = None,
+    ) -> Any:
+        """
+        Wait for an AEP job to end, then hand over to ``execute_complete``.
+
+        Deferring hands the job to the trigger; the sync path polls with the trigger's own
+        classification and error extraction, a real sleep and the same deadline.
+
+        :param context: the task context.
+        :param trigger_class: trigger that watches this kind of job.
+        :param resource_id: the job's id.
+        :param fetch: reads the job document (sync path).
+        :param method_kwargs: extra JSON arguments for ``execute_complete``.
+        """
+        trigger = trigger_class(
+            resource_id,
+            aep_conn_id=self.aep_conn_id,
+            poll_interval=self.poll_interval,
+            end_time=time.time() + self.timeout.total_seconds(),
+            sandbox=self.sandbox,
+        )
+        if self.deferrable:
+            state = task_state(context)
+            if method_kwargs and state is not None:
+                state.set("defer_kwargs", method_kwargs)
+            self.defer(trigger=trigger, method_name="execute_complete", kwargs=method_kwargs, timeout=self.timeout)
+        waits = poll_waits(self.poll_interval)
+        while True:
+            doc = fetch(resource_id)
+            status, state = trigger.classify(doc)
+            if status != "running":
+                event = {"status": status, "id": resource_id, "state": state, "errors": trigger.errors(doc)}
+                break
+            if time.time() >= trigger.end_time:
+                event = {"status": "timeout", "id": resource_id, "state": state, "errors": []}
+                break
+            wait = min(next(waits), trigger.end_time - time.time())
+            self.log.info("AEP %s %s in state %s, sleeping %s s", trigger.kind, resource_id, state, wait)
+            time.sleep(wait)
+        return self.execute_complete(context, event, **(method_kwargs or {}))
+
+    def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Context) -> Any:
+        """Resume after deferral with the ``defer`` kwargs, which ``dag.test()`` (3.3) replaces by the event."""
+        state = task_state(context)
+        if next_kwargs and "event" in next_kwargs and state is not None:
+            next_kwargs = {**(state.get("defer_kwargs") or {}), **next_kwargs}
+        return super().resume_execution(next_method, next_kwargs, context)
+
+    def check_event(self, kind: str, event: dict[str, Any]) -> str:
+        """
+        Raise unless the job ended well; return its id.
+
+        A failed job fails the task without retries (AEP's errors are in the message); a job still
+        running at the deadline fails the try, and the retry reconnects to it.
+
+        :param kind: what the job is, for messages.
+        :param event: a trigger event, or the same shape built by the sync path.
+        """
+        self.log.info("AEP %s %s ended: %s (%s)", kind, event["id"], event["status"], event.get("state"))
+        if event["status"] == "success":
+            return event["id"]
+        if event["status"] == "timeout":
+            raise AirflowException(
+                f"AEP {kind} {event['id']} still in state {event.get('state')} at the deadline ({self.timeout})"
+            )
+        if event["status"] == "error" and event.get("state") is None:
+            # The trigger could not read the job (an API error outlasting the hook's retries), which
+            # says nothing of the job itself: a task retry reconnects to it from the task state store.
+            raise AirflowException(f"AEP {kind} {event['id']} could not be read: {event.get('message')}")
+        error = AEPTerminalStateError(kind, event["id"], event.get("state") or "unknown", event.get("errors"))
+        raise AirflowFailException(str(error)) from error
+
+    def execute_complete(self, context: Context, event: dict[str, Any], **kwargs: Any) -> Any:
+        raise NotImplementedError

@@ -1,0 +1,31 @@
+"""Segmentation: the audiences' and segment definitions' paging."""
+
+from __future__ import annotations
+
+from tests.aep_hooks.conftest import PLATFORM
+
+
+def test_audiences_page_next(hook, ims, requests_mock):
+    audiences = requests_mock.get(
+        f"{PLATFORM}/data/core/ups/audiences",
+        [
+            {"json": {"children": [{"name": "a"}, {"name": "b"}], "_page": {"next": 2}}},
+            {"json": {"children": [{"name": "c"}], "_page": {"next": 0}}},
+        ],
+    )
+
+    assert [a["name"] for a in hook.iter_audiences({"limit": 2})] == ["a", "b", "c"]
+    assert audiences.last_request.qs == {"limit": ["2"], "start": ["2"]}
+
+
+def test_segment_definitions_one_based_pages(hook, ims, requests_mock):
+    definitions = requests_mock.get(
+        f"{PLATFORM}/data/core/ups/segment/definitions",
+        [
+            {"json": {"segments": [{"name": "s1"}], "page": {"totalPages": 2}}},
+            {"json": {"segments": [{"name": "s2"}], "page": {"totalPages": 2}}},
+        ],
+    )
+
+    assert hook.find_segment_definition("s2") == {"name": "s2"}
+    assert [r.qs["page"] for r in definitions.request_history] == [["1"], ["2"]]
