@@ -1,12 +1,14 @@
 """
-The base of the AEP operators: arguments, links, and waiting for an AEP job.
+The base of the AEP operators: arguments, links, and the life of an AEP job they start.
 
 Every operator is safe to retry and to rerun: resources are found by deterministic name before
-anything is created, creates are never retried blindly, and the id of a long-running AEP job is
-kept in ``task_state_store`` before polling so that a retry reconnects to the job it started while
-that job is still in flight. A finished job is never reused: a cleared task runs again.
-Waiting is a deferral to a trigger, or (``deferrable=False``) a poll with the same status
-classification and the same deadline.
+anything is created and creates are never retried blindly. An operator that starts a long-running
+AEP job (a query, a batch, flow runs, a segment job) goes through
+:meth:`AEPBaseOperator.start_or_reattach`, which keeps the job's id in ``task_state_store`` before
+any wait, so that a retry reconnects to the job it started while that job is still in flight; a
+finished job is never reused (a cleared task runs again). Then :meth:`AEPBaseOperator.wait_for`
+waits until the deadline: a deferral to a trigger, or (``deferrable=False``) a poll with the same
+status classification.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException
 from aep_hooks.exceptions import AEPTerminalStateError
 from aep_hooks.hooks.aep import AEPHook
 from aep_hooks.links import AEPBaseLink
-from aep_hooks.triggers.base import AEPJobTrigger, poll_waits
+from aep_hooks.triggers.base import RUNNING, AEPJobTrigger, poll_waits
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -36,9 +38,26 @@ def load_json(value: Any) -> Any:
     return json.loads(value) if isinstance(value, str) else value
 
 
-def task_state(context: Context) -> Any:
-    """``context["task_state_store"]`` (Airflow 3.3), or None where it does not exist."""
-    return context.get("task_state_store")
+class TaskState:
+    """
+    This task instance's ``task_state_store``: values kept across its tries, by key.
+
+    Without a store (``execute`` called outside a task run) nothing is kept and nothing is found.
+
+    :param context: the task context.
+    """
+
+    def __init__(self, context: Context) -> None:
+        self._store = context.get("task_state_store")
+
+    def get(self, key: str) -> Any:
+        """The value an earlier try kept under ``key``, or None."""
+        return None if self._store is None else self._store.get(key)
+
+    def set(self, key: str, value: Any) -> None:
+        """Keep ``value`` under ``key`` for the next tries."""
+        if self._store is not None:
+            self._store.set(key, value)
 
 
 class AEPBaseOperator(BaseOperator):
@@ -79,6 +98,45 @@ class AEPBaseOperator(BaseOperator):
     def persist_link(self, context: Context, link: type[AEPBaseLink], resource_id: str) -> None:
         link.persist(context, org_id=self.hook.org_id, sandbox=self.hook.sandbox, resource_id=resource_id)
 
+    def start_or_reattach(
+        self,
+        context: Context,
+        trigger_class: type[AEPJobTrigger],
+        key: str,
+        read: str,
+        start: Callable[[], Any],
+        find_in_flight: Callable[[Any], Any] | None = None,
+    ) -> Any:
+        """
+        The job an earlier try kept under ``key`` while it is in flight, else the one ``start`` starts.
+
+        What is returned is kept under ``key`` before anything waits on it, so a retry after a
+        crash, a deadline or a lost trigger follows this job instead of starting a second one.
+
+        :param context: the task context.
+        :param trigger_class: the trigger of this kind of job (its classification).
+        :param key: the ``task_state_store`` key: a job id, or a list of run ids.
+        :param read: the :class:`~aep_hooks.hooks.aep.AEPHook` method that reads a job by id.
+        :param start: starts the job and returns what to keep under ``key``.
+        :param find_in_flight: finds the job still in flight from the kept value (default: the
+            kept value while any of its ids is running).
+        """
+        state = TaskState(context)
+        kept = state.get(key)
+        if find_in_flight is None:
+            ids = [kept] if isinstance(kept, str) else kept or []
+            in_flight = (
+                kept if any(trigger_class.classify(getattr(self.hook, read)(i))[0] == RUNNING for i in ids) else None
+            )
+        else:
+            in_flight = find_in_flight(kept)
+        if in_flight:
+            self.log.info("Reconnecting to %s %s, still in flight from an earlier try", trigger_class.kind, in_flight)
+        else:
+            in_flight = start()
+        state.set(key, in_flight)
+        return in_flight
+
     def wait_for(
         self,
         context: Context,
@@ -107,9 +165,8 @@ class AEPBaseOperator(BaseOperator):
             sandbox=self.sandbox,
         )
         if self.deferrable:
-            state = task_state(context)
-            if method_kwargs and state is not None:
-                state.set("defer_kwargs", method_kwargs)
+            if method_kwargs:
+                TaskState(context).set("defer_kwargs", method_kwargs)
             self.defer(trigger=trigger, method_name="execute_complete", kwargs=method_kwargs, timeout=self.timeout)
         waits = poll_waits(self.poll_interval)
         while True:
@@ -128,9 +185,8 @@ class AEPBaseOperator(BaseOperator):
 
     def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Context) -> Any:
         """Resume after deferral with the ``defer`` kwargs, which ``dag.test()`` (3.3) replaces by the event."""
-        state = task_state(context)
-        if next_kwargs and "event" in next_kwargs and state is not None:
-            next_kwargs = {**(state.get("defer_kwargs") or {}), **next_kwargs}
+        if next_kwargs and "event" in next_kwargs:
+            next_kwargs = {**(TaskState(context).get("defer_kwargs") or {}), **next_kwargs}
         return super().resume_execution(next_method, next_kwargs, context)
 
     def check_event(self, kind: str, event: dict[str, Any]) -> str:

@@ -14,7 +14,7 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from aep_hooks.exceptions import AEPApiError
 from aep_hooks.links import AEPAudienceLink, AEPDatasetLink, AEPFlowRunLink
-from aep_hooks.operators.base import AEPBaseOperator, load_json, task_state
+from aep_hooks.operators.base import AEPBaseOperator, load_json
 from aep_hooks.triggers.base import classify_run
 from aep_hooks.triggers.flow_service import FlowRunTrigger
 
@@ -149,23 +149,20 @@ class _AEPFlowOperator(AEPBaseOperator):
         :param flow_id: the flow the runs belong to.
         :param start: starts the ad-hoc run(s) and returns their ids.
         """
-        state = task_state(context)
-        run_ids = (state.get("run_ids") if state is not None else None) or []
-        if run_ids and any(classify_run(self.hook.get_run(r))[0] == "running" for r in run_ids):
-            self.log.info("Reconnecting to flow runs %s started by an earlier try", run_ids)
-            return run_ids
-        try:
-            run_ids = start()
-        except AEPApiError as err:
-            if err.status != 400 or "already" not in str(err.message).lower():
-                raise
-            run_ids = [run["id"] for run in self.hook.find_runs(flow_id) if classify_run(run)[0] == "running"]
-            if not run_ids:
-                raise
-            self.log.warning("AEP says a run is already going on for flow %s: adopting %s", flow_id, run_ids)
-        if state is not None:
-            state.set("run_ids", run_ids)
-        return run_ids
+
+        def start_or_adopt() -> list[str]:
+            try:
+                return start()
+            except AEPApiError as err:
+                if err.status != 400 or "already" not in str(err.message).lower():
+                    raise
+                run_ids = [run["id"] for run in self.hook.find_runs(flow_id) if classify_run(run)[0] == "running"]
+                if not run_ids:
+                    raise
+                self.log.warning("AEP says a run is already going on for flow %s: adopting %s", flow_id, run_ids)
+                return run_ids
+
+        return self.start_or_reattach(context, FlowRunTrigger, "run_ids", "get_run", start_or_adopt)
 
 
 def _run_metrics(run: dict[str, Any], block: str) -> dict[str, Any]:

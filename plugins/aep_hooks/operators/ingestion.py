@@ -13,7 +13,7 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from aep_hooks.exceptions import AEPApiError
 from aep_hooks.links import AEPBatchLink, AEPDatasetLink
-from aep_hooks.operators.base import AEPBaseOperator, task_state
+from aep_hooks.operators.base import AEPBaseOperator, TaskState
 from aep_hooks.triggers.base import classify_batch
 from aep_hooks.triggers.ingestion import BatchStatusTrigger
 
@@ -122,25 +122,30 @@ class AEPBatchIngestOperator(AEPBaseOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         files = self._list_files()
         external_id, tags = self.batch_identity(context["dag"].dag_id)
-        state = task_state(context)
-        resume_id = state.get("batch_id") if state is not None else None
+        state = TaskState(context)
+        resume_id = state.get("batch_id")
         batches = self._find_batches(external_id)
         if resume_id and resume_id not in batches:
             batches[resume_id] = self.hook.get_batch(resume_id)
         plan = plan_batch(batches, resume_id)
-        uploaded: list[str] = []
-        if plan.action == "create":
-            batch_id = self._create_batch(external_id, tags, plan.predecessors, set(batches))
-            if state is not None:
-                state.set("batch_id", batch_id)
-                state.set("uploaded_files", [])
-        else:
-            batch_id = plan.batch_id
+        if plan.batch_id:
             self.log.info(
-                "Batch %s of %s is %s: %s it", batch_id, external_id, batches[batch_id]["status"], plan.action
+                "Batch %s of %s is %s: %s it", plan.batch_id, external_id, batches[plan.batch_id]["status"], plan.action
             )
-            if state is not None and batch_id == resume_id:
-                uploaded = state.get("uploaded_files") or []
+        batch_id = self.start_or_reattach(
+            context,
+            BatchStatusTrigger,
+            "batch_id",
+            "get_batch",
+            lambda: self._create_batch(external_id, tags, plan.predecessors, set(batches)),
+            # In flight is what Catalog holds under this run's identity (the kept id first), not only the kept id.
+            find_in_flight=lambda kept: plan.batch_id,
+        )
+        if batch_id == resume_id:
+            uploaded = state.get("uploaded_files") or []
+        else:
+            uploaded = []
+            state.set("uploaded_files", uploaded)
         self.persist_link(context, AEPBatchLink, batch_id)
         self.persist_link(context, AEPDatasetLink, self.dataset_id)
         if plan.action != "wait":
@@ -230,15 +235,14 @@ class AEPBatchIngestOperator(AEPBaseOperator):
         self.log.info("Created batch %s (%s), replacing %s", batch_id, external_id, predecessors or "nothing")
         return batch_id
 
-    def _upload(self, state: Any, batch_id: str, files: dict[str, str], uploaded: list[str]) -> None:
+    def _upload(self, state: TaskState, batch_id: str, files: dict[str, str], uploaded: list[str]) -> None:
         for name, key in sorted(files.items()):
             if name in uploaded:
                 continue
             data = self.s3_hook.get_key(key, self.s3_bucket).get()["Body"].read()
             self.hook.upload_file(batch_id, self.dataset_id, name, data)
             uploaded.append(name)
-            if state is not None:
-                state.set("uploaded_files", uploaded)
+            state.set("uploaded_files", uploaded)
             self.log.info(
                 "Uploaded s3://%s/%s to batch %s as %s (%s bytes)", self.s3_bucket, key, batch_id, name, len(data)
             )

@@ -10,8 +10,7 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from aep_hooks.hooks.query_service import AEPQueryServiceHook
 from aep_hooks.links import AEPDatasetLink, AEPQueryLink
-from aep_hooks.operators.base import AEPBaseOperator, load_json, task_state
-from aep_hooks.triggers.base import classify_query
+from aep_hooks.operators.base import AEPBaseOperator, load_json
 from aep_hooks.triggers.query_service import QueryStatusTrigger
 
 if TYPE_CHECKING:
@@ -95,15 +94,10 @@ class AEPQueryOperator(AEPBaseOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         if self.mode == "interactive":
             return self._run_interactive()
-        state = task_state(context)
-        query_id = state.get("query_id") if state is not None else None
-        if query_id and classify_query(self.hook.get_query(query_id))[0] == "running":
-            self.log.info("Reconnecting to query %s submitted by an earlier try", query_id)
-        else:
-            query_id = self._submit(context)
-            if state is not None:
-                state.set("query_id", query_id)
-        self.query_id = query_id
+        self.query_id = self.start_or_reattach(
+            context, QueryStatusTrigger, "query_id", "get_query", lambda: self._submit(context)
+        )
+        query_id = self.query_id
         self.persist_link(context, AEPQueryLink, query_id)
         return self.wait_for(context, QueryStatusTrigger, query_id, self.hook.get_query)
 

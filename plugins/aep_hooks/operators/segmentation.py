@@ -6,8 +6,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from aep_hooks.links import AEPAudienceLink
-from aep_hooks.operators.base import AEPBaseOperator, load_json, task_state
-from aep_hooks.triggers.base import classify_segment_job
+from aep_hooks.operators.base import AEPBaseOperator, load_json
 from aep_hooks.triggers.segmentation import SegmentJobTrigger
 
 if TYPE_CHECKING:
@@ -37,23 +36,21 @@ class AEPAudienceOperator(AEPBaseOperator):
     def execute(self, context: Context) -> dict[str, dict[str, Any]]:
         segment_ids = {a["name"]: self._upsert(a) for a in load_json(self.audiences)}
         self.persist_link(context, AEPAudienceLink, next(iter(segment_ids.values())))
-        state = task_state(context)
-        job_id = state.get("segment_job_id") if state is not None else None
-        if job_id and classify_segment_job(self.hook.get_segment_job(job_id))[0] == "running":
-            self.log.info("Reconnecting to segment job %s started by an earlier try", job_id)
-        else:
-            job_id = self.hook.create_segment_job(list(segment_ids.values()))["id"]
-            self.log.info("Started segment job %s for %s", job_id, sorted(segment_ids))
-            if state is not None:
-                state.set("segment_job_id", job_id)
-        self.job_id = job_id
+        self.job_id = self.start_or_reattach(
+            context, SegmentJobTrigger, "segment_job_id", "get_segment_job", lambda: self._start(segment_ids)
+        )
         return self.wait_for(
             context,
             SegmentJobTrigger,
-            job_id,
+            self.job_id,
             self.hook.get_segment_job,
             method_kwargs={"segment_ids": segment_ids},
         )
+
+    def _start(self, segment_ids: dict[str, str]) -> str:
+        job_id = self.hook.create_segment_job(list(segment_ids.values()))["id"]
+        self.log.info("Started segment job %s for %s", job_id, sorted(segment_ids))
+        return job_id
 
     def execute_complete(self, context: Context, event: dict[str, Any], **kwargs: Any) -> dict[str, dict[str, Any]]:
         job = self.hook.get_segment_job(self.check_event("segment job", event))
