@@ -17,7 +17,7 @@ import json
 import time
 from collections.abc import Callable
 from datetime import timedelta
-from functools import cached_property
+from functools import cached_property, partial
 from typing import TYPE_CHECKING, Any
 
 from airflow.configuration import conf
@@ -27,7 +27,8 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException
 from aep_hooks.exceptions import AEPTerminalStateError
 from aep_hooks.hooks.aep import AEPHook
 from aep_hooks.links import AEPBaseLink
-from aep_hooks.triggers.base import RUNNING, AEPJobTrigger, poll_waits
+from aep_hooks.triggers.base import AEPJobTrigger
+from aep_hooks.utils.job_states import RUNNING, SUCCESS, TIMEOUT, JobKind, poll_waits
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -101,9 +102,8 @@ class AEPBaseOperator(BaseOperator):
     def start_or_reattach(
         self,
         context: Context,
-        trigger_class: type[AEPJobTrigger],
+        job: JobKind,
         key: str,
-        read: str,
         start: Callable[[], Any],
         find_in_flight: Callable[[Any], Any] | None = None,
     ) -> Any:
@@ -114,47 +114,43 @@ class AEPBaseOperator(BaseOperator):
         crash, a deadline or a lost trigger follows this job instead of starting a second one.
 
         :param context: the task context.
-        :param trigger_class: the trigger of this kind of job (its classification).
+        :param job: the kind of job (how it is read and classified).
         :param key: the ``task_state_store`` key: a job id, or a list of run ids.
-        :param read: the :class:`~aep_hooks.hooks.aep.AEPHook` method that reads a job by id.
         :param start: starts the job and returns what to keep under ``key``.
         :param find_in_flight: finds the job still in flight from the kept value (default: the
             kept value while any of its ids is running).
         """
         state = TaskState(context)
         kept = state.get(key)
-        if find_in_flight is None:
-            ids = [kept] if isinstance(kept, str) else kept or []
-            in_flight = (
-                kept if any(trigger_class.classify(getattr(self.hook, read)(i))[0] == RUNNING for i in ids) else None
-            )
-        else:
-            in_flight = find_in_flight(kept)
+        in_flight = (find_in_flight or partial(self._while_running, job))(kept)
         if in_flight:
-            self.log.info("Reconnecting to %s %s, still in flight from an earlier try", trigger_class.kind, in_flight)
+            self.log.info("Reconnecting to %s %s, still in flight from an earlier try", job.name, in_flight)
         else:
             in_flight = start()
         state.set(key, in_flight)
         return in_flight
+
+    def _while_running(self, job: JobKind, kept: Any) -> Any:
+        """``kept`` (a job id or a list of them) while any of its jobs is running, else None."""
+        ids = [kept] if isinstance(kept, str) else kept or []
+        return kept if any(job.classify(getattr(self.hook, job.read)(i))[0] == RUNNING for i in ids) else None
 
     def wait_for(
         self,
         context: Context,
         trigger_class: type[AEPJobTrigger],
         resource_id: str,
-        fetch: Callable[[str], dict],
         method_kwargs: dict[str, Any] | None = None,
     ) -> Any:
         """
         Wait for an AEP job to end, then hand over to ``execute_complete``.
 
-        Deferring hands the job to the trigger; the sync path polls with the trigger's own
-        classification and error extraction, a real sleep and the same deadline.
+        Deferring hands the job to the trigger; the sync path polls with the same classification
+        (the trigger's :class:`~aep_hooks.utils.job_states.JobKind`), a real sleep and the same deadline.
 
         :param context: the task context.
         :param trigger_class: trigger that watches this kind of job.
         :param resource_id: the job's id.
-        :param fetch: reads the job document (sync path).
         :param method_kwargs: extra JSON arguments for ``execute_complete``.
         """
         trigger = trigger_class(
@@ -168,18 +164,17 @@ class AEPBaseOperator(BaseOperator):
             if method_kwargs:
                 TaskState(context).set("defer_kwargs", method_kwargs)
             self.defer(trigger=trigger, method_name="execute_complete", kwargs=method_kwargs, timeout=self.timeout)
+        job, read = trigger.job, getattr(self.hook, trigger.job.read)
         waits = poll_waits(self.poll_interval)
         while True:
-            doc = fetch(resource_id)
-            status, state = trigger.classify(doc)
-            if status != "running":
-                event = {"status": status, "id": resource_id, "state": state, "errors": trigger.errors(doc)}
+            event = job.outcome(resource_id, read(resource_id))
+            if event["status"] != RUNNING:
                 break
             if time.time() >= trigger.end_time:
-                event = {"status": "timeout", "id": resource_id, "state": state, "errors": []}
+                event = {**event, "status": TIMEOUT, "errors": []}
                 break
             wait = min(next(waits), trigger.end_time - time.time())
-            self.log.info("AEP %s %s in state %s, sleeping %s s", trigger.kind, resource_id, state, wait)
+            self.log.info("AEP %s %s in state %s, sleeping %s s", job.name, resource_id, event["state"], wait)
             time.sleep(wait)
         return self.execute_complete(context, event, **(method_kwargs or {}))
 
@@ -200,9 +195,9 @@ class AEPBaseOperator(BaseOperator):
         :param event: a trigger event, or the same shape built by the sync path.
         """
         self.log.info("AEP %s %s ended: %s (%s)", kind, event["id"], event["status"], event.get("state"))
-        if event["status"] == "success":
+        if event["status"] == SUCCESS:
             return event["id"]
-        if event["status"] == "timeout":
+        if event["status"] == TIMEOUT:
             raise AirflowException(
                 f"AEP {kind} {event['id']} still in state {event.get('state')} at the deadline ({self.timeout})"
             )

@@ -15,8 +15,8 @@ from airflow.sdk.exceptions import AirflowFailException
 from aep_hooks.exceptions import AEPApiError
 from aep_hooks.links import AEPAudienceLink, AEPDatasetLink, AEPFlowRunLink
 from aep_hooks.operators.base import AEPBaseOperator, load_json
-from aep_hooks.triggers.base import classify_run
 from aep_hooks.triggers.flow_service import FlowRunTrigger
+from aep_hooks.utils.job_states import FLOW_RUN, RUNNING, SUCCESS
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -112,28 +112,20 @@ class _AEPFlowOperator(AEPBaseOperator):
         """
         pending = pending or run_ids
         self.persist_link(context, AEPFlowRunLink, pending[0])
-        return self.wait_for(
-            context,
-            FlowRunTrigger,
-            pending[0],
-            self.hook.get_run,
-            method_kwargs={"run_ids": run_ids},
-        )
+        return self.wait_for(context, FlowRunTrigger, pending[0], method_kwargs={"run_ids": run_ids})
 
     def execute_complete(self, context: Context, event: dict[str, Any], **kwargs: Any) -> Any:
-        self.check_event("flow run", event)
+        self.check_event(FLOW_RUN.name, event)
         run_ids = kwargs["run_ids"]
         runs = {r: self.hook.get_run(r) for r in run_ids}
-        pending = [r for r, run in runs.items() if classify_run(run)[0] == "running"]
+        pending = [r for r, run in runs.items() if FLOW_RUN.classify(run)[0] == RUNNING]
         if pending:
             return self.wait_for_runs(context, run_ids, pending)
         # Every run must have succeeded, not only the one the last wait watched.
         for run_id, run in runs.items():
-            status, state = classify_run(run)
-            if status != "success":
-                self.check_event(
-                    "flow run", {"status": status, "id": run_id, "state": state, "errors": FlowRunTrigger.errors(run)}
-                )
+            outcome = FLOW_RUN.outcome(run_id, run)
+            if outcome["status"] != SUCCESS:
+                self.check_event(FLOW_RUN.name, outcome)
         return self.result(context, list(runs.values()))
 
     def result(self, context: Context, runs: list[dict[str, Any]]) -> Any:
@@ -156,13 +148,13 @@ class _AEPFlowOperator(AEPBaseOperator):
             except AEPApiError as err:
                 if err.status != 400 or "already" not in str(err.message).lower():
                     raise
-                run_ids = [run["id"] for run in self.hook.find_runs(flow_id) if classify_run(run)[0] == "running"]
+                run_ids = [run["id"] for run in self.hook.find_runs(flow_id) if FLOW_RUN.classify(run)[0] == RUNNING]
                 if not run_ids:
                     raise
                 self.log.warning("AEP says a run is already going on for flow %s: adopting %s", flow_id, run_ids)
                 return run_ids
 
-        return self.start_or_reattach(context, FlowRunTrigger, "run_ids", "get_run", start_or_adopt)
+        return self.start_or_reattach(context, FLOW_RUN, "run_ids", start_or_adopt)
 
 
 def _run_metrics(run: dict[str, Any], block: str) -> dict[str, Any]:

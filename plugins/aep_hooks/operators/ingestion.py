@@ -14,8 +14,8 @@ from airflow.sdk.exceptions import AirflowFailException
 from aep_hooks.exceptions import AEPApiError
 from aep_hooks.links import AEPBatchLink, AEPDatasetLink
 from aep_hooks.operators.base import AEPBaseOperator, TaskState
-from aep_hooks.triggers.base import classify_batch
 from aep_hooks.triggers.ingestion import BatchStatusTrigger
+from aep_hooks.utils.job_states import BATCH, RUNNING, SUCCESS
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -43,7 +43,7 @@ def plan_batch(batches: dict[str, dict[str, Any]], resume_id: str | None = None)
     :param resume_id: batch id kept in ``task_state_store`` by an earlier try.
     """
     in_flight = sorted(
-        (doc for doc in batches.values() if classify_batch(doc)[0] == "running"),
+        (doc for doc in batches.values() if BATCH.classify(doc)[0] == RUNNING),
         key=lambda doc: (doc["id"] == resume_id, doc.get("created", 0)),
         reverse=True,
     )
@@ -51,7 +51,7 @@ def plan_batch(batches: dict[str, dict[str, Any]], resume_id: str | None = None)
         batch = in_flight[0]
         return BatchPlan("resume" if batch.get("status") == "loading" else "wait", batch["id"], [])
     active = sorted(
-        (doc for doc in batches.values() if classify_batch(doc)[0] == "success"), key=lambda doc: doc.get("created", 0)
+        (doc for doc in batches.values() if BATCH.classify(doc)[0] == SUCCESS), key=lambda doc: doc.get("created", 0)
     )
     return BatchPlan("create", None, [doc["id"] for doc in active])
 
@@ -134,9 +134,8 @@ class AEPBatchIngestOperator(AEPBaseOperator):
             )
         batch_id = self.start_or_reattach(
             context,
-            BatchStatusTrigger,
+            BATCH,
             "batch_id",
-            "get_batch",
             lambda: self._create_batch(external_id, tags, plan.predecessors, set(batches)),
             # In flight is what Catalog holds under this run's identity (the kept id first), not only the kept id.
             find_in_flight=lambda kept: plan.batch_id,
@@ -152,10 +151,10 @@ class AEPBatchIngestOperator(AEPBaseOperator):
             self._upload(state, batch_id, files, uploaded)
             self.hook.complete_batch(batch_id)
             self.log.info("Completed batch %s with %s files", batch_id, len(files))
-        return self.wait_for(context, BatchStatusTrigger, batch_id, self.hook.get_batch)
+        return self.wait_for(context, BatchStatusTrigger, batch_id)
 
     def execute_complete(self, context: Context, event: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
-        batch = self.hook.get_batch(self.check_event("batch", event))
+        batch = self.hook.get_batch(self.check_event(BATCH.name, event))
         metrics = batch.get("metrics") or {}
         failed_rows = metrics.get("failedRecordCount", 0)
         if failed_rows:

@@ -12,6 +12,7 @@ from aep_hooks.hooks.query_service import AEPQueryServiceHook
 from aep_hooks.links import AEPDatasetLink, AEPQueryLink
 from aep_hooks.operators.base import AEPBaseOperator, load_json
 from aep_hooks.triggers.query_service import QueryStatusTrigger
+from aep_hooks.utils.job_states import QUERY
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -94,15 +95,13 @@ class AEPQueryOperator(AEPBaseOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         if self.mode == "interactive":
             return self._run_interactive()
-        self.query_id = self.start_or_reattach(
-            context, QueryStatusTrigger, "query_id", "get_query", lambda: self._submit(context)
-        )
+        self.query_id = self.start_or_reattach(context, QUERY, "query_id", lambda: self._submit(context))
         query_id = self.query_id
         self.persist_link(context, AEPQueryLink, query_id)
-        return self.wait_for(context, QueryStatusTrigger, query_id, self.hook.get_query)
+        return self.wait_for(context, QueryStatusTrigger, query_id)
 
     def execute_complete(self, context: Context, event: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
-        query_id = self.check_event("query", event)
+        query_id = self.check_event(QUERY.name, event)
         return self._verify_output(context, self.hook.get_query(query_id))
 
     def on_kill(self) -> None:

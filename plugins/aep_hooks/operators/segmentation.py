@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 from aep_hooks.links import AEPAudienceLink
 from aep_hooks.operators.base import AEPBaseOperator, load_json
 from aep_hooks.triggers.segmentation import SegmentJobTrigger
+from aep_hooks.utils.job_states import SEGMENT_JOB
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -36,14 +37,11 @@ class AEPAudienceOperator(AEPBaseOperator):
     def execute(self, context: Context) -> dict[str, dict[str, Any]]:
         segment_ids = {a["name"]: self._upsert(a) for a in load_json(self.audiences)}
         self.persist_link(context, AEPAudienceLink, next(iter(segment_ids.values())))
-        self.job_id = self.start_or_reattach(
-            context, SegmentJobTrigger, "segment_job_id", "get_segment_job", lambda: self._start(segment_ids)
-        )
+        self.job_id = self.start_or_reattach(context, SEGMENT_JOB, "segment_job_id", lambda: self._start(segment_ids))
         return self.wait_for(
             context,
             SegmentJobTrigger,
             self.job_id,
-            self.hook.get_segment_job,
             method_kwargs={"segment_ids": segment_ids},
         )
 
@@ -53,7 +51,7 @@ class AEPAudienceOperator(AEPBaseOperator):
         return job_id
 
     def execute_complete(self, context: Context, event: dict[str, Any], **kwargs: Any) -> dict[str, dict[str, Any]]:
-        job = self.hook.get_segment_job(self.check_event("segment job", event))
+        job = self.hook.get_segment_job(self.check_event(SEGMENT_JOB.name, event))
         counts = (job.get("metrics") or {}).get("segmentedProfileCounter") or {}
         return {name: {"id": sid, "count": counts.get(sid, 0)} for name, sid in kwargs["segment_ids"].items()}
 

@@ -6,7 +6,8 @@ from typing import Any
 
 from aep_hooks.hooks.flow_service import FLOW_SERVICE, first_item
 from aep_hooks.hooks.rest import AEPAsyncHook
-from aep_hooks.triggers.base import AEPJobTrigger, classify_run
+from aep_hooks.triggers.base import AEPJobTrigger
+from aep_hooks.utils.job_states import FLOW_RUN
 
 
 class FlowRunTrigger(AEPJobTrigger):
@@ -18,7 +19,7 @@ class FlowRunTrigger(AEPJobTrigger):
     :param run_id: the flow run id; the other arguments are :class:`~aep_hooks.triggers.base.AEPJobTrigger`'s.
     """
 
-    kind = "flow run"
+    job = FLOW_RUN
     id_kwarg = "run_id"
 
     def __init__(self, run_id: str, **kwargs: Any) -> None:
@@ -26,14 +27,6 @@ class FlowRunTrigger(AEPJobTrigger):
 
     async def fetch(self, hook: AEPAsyncHook) -> dict:
         return first_item(await hook.get_json(f"{FLOW_SERVICE}/runs/{self.resource_id}"), f"run {self.resource_id}")
-
-    classify = staticmethod(classify_run)
-
-    # Static: the flow operators read the errors of runs no trigger watched.
-    @staticmethod
-    def errors(doc: dict) -> list:
-        status_summary = (doc.get("metrics") or {}).get("statusSummary") or {}
-        return list(status_summary.get("errors") or doc.get("errors") or [])
 
     def summarize(self, doc: dict) -> dict[str, Any]:
         metrics = doc.get("metrics") or {}

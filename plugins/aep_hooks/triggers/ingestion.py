@@ -6,7 +6,8 @@ from typing import Any
 
 from aep_hooks.hooks.catalog import CATALOG, unwrap_catalog_item
 from aep_hooks.hooks.rest import AEPAsyncHook
-from aep_hooks.triggers.base import AEPJobTrigger, classify_batch
+from aep_hooks.triggers.base import AEPJobTrigger
+from aep_hooks.utils.job_states import BATCH
 
 
 class BatchStatusTrigger(AEPJobTrigger):
@@ -18,7 +19,7 @@ class BatchStatusTrigger(AEPJobTrigger):
     :param batch_id: the batch id; the other arguments are :class:`~aep_hooks.triggers.base.AEPJobTrigger`'s.
     """
 
-    kind = "batch"
+    job = BATCH
     id_kwarg = "batch_id"
 
     def __init__(self, batch_id: str, **kwargs: Any) -> None:
@@ -26,8 +27,6 @@ class BatchStatusTrigger(AEPJobTrigger):
 
     async def fetch(self, hook: AEPAsyncHook) -> dict:
         return unwrap_catalog_item(await hook.get_json(f"{CATALOG}/batches/{self.resource_id}"), self.resource_id)
-
-    classify = staticmethod(classify_batch)
 
     def summarize(self, doc: dict) -> dict[str, Any]:
         return {"metrics": doc.get("metrics") or {}}

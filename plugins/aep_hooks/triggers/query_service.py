@@ -6,7 +6,8 @@ from typing import Any
 
 from aep_hooks.hooks.query_service import QUERY_SERVICE
 from aep_hooks.hooks.rest import AEPAsyncHook
-from aep_hooks.triggers.base import AEPJobTrigger, classify_query
+from aep_hooks.triggers.base import AEPJobTrigger
+from aep_hooks.utils.job_states import QUERY
 
 
 class QueryStatusTrigger(AEPJobTrigger):
@@ -18,7 +19,7 @@ class QueryStatusTrigger(AEPJobTrigger):
     :param query_id: the query id; the other arguments are :class:`~aep_hooks.triggers.base.AEPJobTrigger`'s.
     """
 
-    kind = "query"
+    job = QUERY
     id_kwarg = "query_id"
 
     def __init__(self, query_id: str, **kwargs: Any) -> None:
@@ -26,8 +27,6 @@ class QueryStatusTrigger(AEPJobTrigger):
 
     async def fetch(self, hook: AEPAsyncHook) -> dict:
         return await hook.get_json(f"{QUERY_SERVICE}/queries/{self.resource_id}")
-
-    classify = staticmethod(classify_query)
 
     def summarize(self, doc: dict) -> dict[str, Any]:
         created = (doc.get("_links") or {}).get("created_dataset") or {}

@@ -6,7 +6,8 @@ from typing import Any
 
 from aep_hooks.hooks.rest import AEPAsyncHook
 from aep_hooks.hooks.segmentation import SEGMENTATION
-from aep_hooks.triggers.base import AEPJobTrigger, classify_segment_job
+from aep_hooks.triggers.base import AEPJobTrigger
+from aep_hooks.utils.job_states import SEGMENT_JOB
 
 
 class SegmentJobTrigger(AEPJobTrigger):
@@ -18,7 +19,7 @@ class SegmentJobTrigger(AEPJobTrigger):
     :param job_id: the segment job id; the other arguments are :class:`~aep_hooks.triggers.base.AEPJobTrigger`'s.
     """
 
-    kind = "segment job"
+    job = SEGMENT_JOB
     id_kwarg = "job_id"
 
     def __init__(self, job_id: str, **kwargs: Any) -> None:
@@ -26,8 +27,6 @@ class SegmentJobTrigger(AEPJobTrigger):
 
     async def fetch(self, hook: AEPAsyncHook) -> dict:
         return await hook.get_json(f"{SEGMENTATION}/segment/jobs/{self.resource_id}")
-
-    classify = staticmethod(classify_segment_job)
 
     def summarize(self, doc: dict) -> dict[str, Any]:
         metrics = doc.get("metrics") or {}

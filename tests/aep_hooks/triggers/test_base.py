@@ -1,4 +1,4 @@
-"""The triggers' shared run loop (through each trigger), their serialization and the status classification."""
+"""The triggers' shared run loop (through each trigger) and their serialization."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ from unittest import mock
 
 import pytest
 from aep_hooks.exceptions import AEPApiError
-from aep_hooks.triggers.base import classify_batch, classify_query, classify_run, classify_segment_job
 from aep_hooks.triggers.flow_service import FlowRunTrigger
 from aep_hooks.triggers.ingestion import BatchStatusTrigger
 from aep_hooks.triggers.query_service import QueryStatusTrigger
@@ -116,7 +115,7 @@ class TestRun:
             "id": rid,
             "state": state,
             "errors": [],
-            "message": f"AEP {cls.kind} {rid} ended in state {state}",
+            "message": f"AEP {cls.job.name} {rid} ended in state {state}",
             "result": result,
         }
         assert get_json.call_args_list == [mock.call(path)] * (len(running) + 1)
@@ -286,28 +285,3 @@ class TestSerialize:
     def test_rejects_bad_kwargs(self, kwargs):
         with pytest.raises(ValueError):
             QueryStatusTrigger(**kwargs)
-
-
-class TestClassify:
-    @pytest.mark.parametrize(
-        ("classify", "doc", "expected"),
-        [
-            (classify_query, {"state": "SUBMITTED"}, ("running", "SUBMITTED")),
-            (classify_query, {"state": "SUCCESS"}, ("success", "SUCCESS")),
-            (classify_query, {"state": "KILLED"}, ("error", "KILLED")),
-            (classify_query, {"state": "TIMEOUT"}, ("error", "TIMEOUT")),
-            (classify_batch, {"status": "retrying"}, ("running", "retrying")),
-            (classify_batch, {"status": "active"}, ("success", "active")),
-            (classify_batch, {"status": "abandoned"}, ("error", "abandoned")),
-            (classify_batch, {"status": "Stalled"}, ("error", "Stalled")),
-            (classify_batch, {"status": "deleted"}, ("error", "deleted")),
-            (classify_run, {"metrics": {"durationSummary": {"completedAtUTC": 1}}}, ("running", "PENDING")),
-            (classify_run, finished_run("SUCCESS"), ("success", "SUCCESS")),
-            (classify_run, finished_run("failed"), ("error", "failed")),
-            (classify_segment_job, {"status": "CANCELLING"}, ("running", "CANCELLING")),
-            (classify_segment_job, {"status": "CANCELLED"}, ("error", "CANCELLED")),
-            (classify_segment_job, {}, ("running", "UNKNOWN")),
-        ],
-    )
-    def test_states(self, classify, doc, expected):
-        assert classify(doc) == expected
