@@ -37,4 +37,4 @@ class AEPHook(
             tenant_id = self.get_tenant_id()
         except (AEPError, requests.RequestException, ValueError) as err:
             return False, str(err)
-        return True, f"Connected to {self.platform_url}, sandbox {self.sandbox}, tenant {tenant_id}"
+        return True, f"Connected to {self.settings.platform_url}, sandbox {self.settings.sandbox}, tenant {tenant_id}"

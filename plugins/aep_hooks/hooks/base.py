@@ -19,15 +19,11 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import requests
+from airflow.sdk import BaseHook
 from tenacity import RetryCallState, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 from tenacity.wait import wait_base
 
 from aep_hooks.exceptions import AEPApiError
-
-try:
-    from airflow.sdk import BaseHook
-except ImportError:
-    from airflow.hooks.base import BaseHook  # type: ignore[no-redef]
 
 if TYPE_CHECKING:
     from airflow.sdk import Connection
@@ -217,34 +213,6 @@ class AEPBaseHook(BaseHook):
         """The connection's settings, read on first use."""
         conn = self.get_connection(self.aep_conn_id)
         return AEPConnectionSettings.from_connection(conn, conn.extra_dejson, self._sandbox)
-
-    @property
-    def platform_url(self) -> str:
-        return self.settings.platform_url
-
-    @property
-    def ims_url(self) -> str:
-        return self.settings.ims_url
-
-    @property
-    def org_id(self) -> str:
-        return self.settings.org_id
-
-    @property
-    def client_id(self) -> str:
-        return self.settings.client_id
-
-    @property
-    def sandbox(self) -> str:
-        return self.settings.sandbox
-
-    @property
-    def scopes(self) -> str:
-        return self.settings.scopes
-
-    @property
-    def qs_sslmode(self) -> str:
-        return self.settings.qs_sslmode
 
     def _retry_args(self, *, idempotent: bool) -> dict[str, Any]:
         """The one retry policy of the AEP hooks, as ``Retrying``/``AsyncRetrying`` arguments."""

@@ -120,19 +120,6 @@ class AEPFlowServiceHook(AEPRestHook):
         """
         return list(self.iter_flow_service("/runs", {"property": f"flowId=={flow_id}"}))
 
-    def find_connection_spec(self, name: str) -> dict:
-        """
-        Return the connection spec with this name.
-
-        :param name: the spec name, e.g. ``Amazon S3`` or ``activation-datalake``.
-        :raises AEPError: when no spec has this name.
-        """
-        specs = self.iter_flow_service("/connectionSpecs", {"property": f"name=={name}"})
-        spec = next((spec for spec in specs if spec.get("name") == name), None)
-        if spec is None:
-            raise AEPError(f"No Flow Service connection spec named {name!r}")
-        return spec
-
     def run_dataset_export(
         self, flow_id: str, dataset_id: str, not_ready_wait: float = 60.0, not_ready_attempts: int = 15
     ) -> str:

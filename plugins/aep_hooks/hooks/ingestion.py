@@ -47,11 +47,3 @@ class AEPIngestionHook(AEPRestHook):
         :param batch_id: the batch id.
         """
         self.request("POST", f"{INGESTION}/batches/{batch_id}", params={"action": "COMPLETE"}, idempotent=True)
-
-    def abort_batch(self, batch_id: str) -> None:
-        """
-        Abort a batch that is still loading or processing.
-
-        :param batch_id: the batch id.
-        """
-        self.request("POST", f"{INGESTION}/batches/{batch_id}", params={"action": "ABORT"})

@@ -49,34 +49,6 @@ class AEPQueryServiceApiHook(AEPRestHook):
         """
         self.request("PATCH", f"{QUERY_SERVICE}/queries/{query_id}", json={"op": "cancel"})
 
-    def find_query_template(self, name: str) -> dict | None:
-        """
-        Return the query template with this name, if any.
-
-        :param name: the template name.
-        """
-        templates = self.iter_query_service(
-            f"{QUERY_SERVICE}/query-templates", "templates", params={"property": f"name=={name}"}
-        )
-        return next((template for template in templates if template.get("name") == name), None)
-
-    def create_query_template(self, body: dict) -> dict:
-        """
-        Create a query template (never retried on 5xx: look it up by name first).
-
-        :param body: ``{name, sql, queryParameters?}``.
-        """
-        return self.post_json(f"{QUERY_SERVICE}/query-templates", body)
-
-    def update_query_template(self, template_id: str, body: dict) -> None:
-        """
-        Replace a query template's name and SQL.
-
-        :param template_id: the template id.
-        :param body: ``{name, sql, queryParameters?}``.
-        """
-        self.request("PUT", f"{QUERY_SERVICE}/query-templates/{template_id}", json=body)
-
     def get_connection_parameters(self) -> dict:
         """Return the PostgreSQL connection parameters of Query Service (host, port, dbName, username)."""
         return self.get_json(f"{QUERY_SERVICE}/connection_parameters")
@@ -119,10 +91,10 @@ class AEPQueryServiceHook(PostgresHook):
         return {
             "host": params["host"],
             "port": int(params["port"]),
-            "user": params.get("username") or self.aep_hook.org_id,
+            "user": params.get("username") or self.aep_hook.settings.org_id,
             "password": self.aep_hook.get_token(),
-            "dbname": self.database or f"{self.aep_hook.sandbox}:all",
-            "sslmode": self.aep_hook.qs_sslmode,
+            "dbname": self.database or f"{self.aep_hook.settings.sandbox}:all",
+            "sslmode": self.aep_hook.settings.qs_sslmode,
         }
 
     def get_conn(self):

@@ -17,21 +17,6 @@ SEGMENTATION = "/data/core/ups"
 class AEPSegmentationHook(AEPRestHook):
     """Segmentation calls. Arguments as :class:`~aep_hooks.hooks.base.AEPBaseHook`."""
 
-    def iter_audiences(self, params: dict[str, Any] | None = None) -> Iterator[dict]:
-        """
-        Walk the audiences list paged by the integer ``_page.next`` (0 or absent on the last page).
-
-        :param params: filters (``name``, ``property``, ``sort``, ``limit``...).
-        """
-        params = dict(params or {})
-        while True:
-            body = self.get_json(SEGMENTATION + "/audiences", params=params) or {}
-            yield from body.get("children", [])
-            next_start = body.get("_page", {}).get("next")
-            if not next_start:
-                return
-            params["start"] = next_start
-
     def iter_segment_definitions(self, params: dict[str, Any] | None = None) -> Iterator[dict]:
         """
         Walk the segment definitions list paged by 1-based ``page`` numbers.
@@ -95,11 +80,3 @@ class AEPSegmentationHook(AEPRestHook):
         :param job_id: the job id.
         """
         self.request("DELETE", f"{SEGMENTATION}/segment/jobs/{job_id}")
-
-    def find_audience(self, name: str) -> dict | None:
-        """
-        Return the audience with this name, if any.
-
-        :param name: the audience name.
-        """
-        return next((a for a in self.iter_audiences({"name": name}) if a.get("name") == name), None)

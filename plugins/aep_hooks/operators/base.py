@@ -20,8 +20,7 @@ from datetime import timedelta
 from functools import cached_property, partial
 from typing import TYPE_CHECKING, Any
 
-from airflow.configuration import conf
-from airflow.sdk import BaseOperator
+from airflow.sdk import BaseOperator, conf
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from aep_hooks.exceptions import AEPTerminalStateError
@@ -97,7 +96,9 @@ class AEPBaseOperator(BaseOperator):
         return AEPHook(self.aep_conn_id, sandbox=self.sandbox)
 
     def persist_link(self, context: Context, link: type[AEPBaseLink], resource_id: str) -> None:
-        link.persist(context, org_id=self.hook.org_id, sandbox=self.hook.sandbox, resource_id=resource_id)
+        link.persist(
+            context, org_id=self.hook.settings.org_id, sandbox=self.hook.settings.sandbox, resource_id=resource_id
+        )
 
     def start_or_reattach(
         self,

@@ -111,7 +111,7 @@ class AEPQueryOperator(AEPBaseOperator):
 
     def _submit(self, context: Context) -> str:
         body: dict[str, Any] = {
-            "dbName": self.db_name or f"{self.hook.sandbox}:all",
+            "dbName": self.db_name or f"{self.hook.settings.sandbox}:all",
             "sql": self.sql,
             "name": f"{context['dag'].dag_id}.{self.task_id}",
         }

@@ -1,21 +1,8 @@
-"""Segmentation: the audiences' and segment definitions' paging."""
+"""Segmentation: the segment definitions' paging."""
 
 from __future__ import annotations
 
 from tests.aep_hooks.conftest import PLATFORM
-
-
-def test_audiences_page_next(hook, ims, requests_mock):
-    audiences = requests_mock.get(
-        f"{PLATFORM}/data/core/ups/audiences",
-        [
-            {"json": {"children": [{"name": "a"}, {"name": "b"}], "_page": {"next": 2}}},
-            {"json": {"children": [{"name": "c"}], "_page": {"next": 0}}},
-        ],
-    )
-
-    assert [a["name"] for a in hook.iter_audiences({"limit": 2})] == ["a", "b", "c"]
-    assert audiences.last_request.qs == {"limit": ["2"], "start": ["2"]}
 
 
 def test_segment_definitions_one_based_pages(hook, ims, requests_mock):
