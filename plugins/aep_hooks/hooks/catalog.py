@@ -13,7 +13,19 @@ from aep_hooks.exceptions import AEPError
 from aep_hooks.hooks.rest import AEPRestHook
 
 CATALOG = "/data/foundation/catalog"
+DATASETS = f"{CATALOG}/dataSets"
+BATCHES = f"{CATALOG}/batches"
 JSON_PATCH = "application/json-patch+json"
+
+
+def dataset_path(dataset_id: str) -> str:
+    """The path of one dataset."""
+    return f"{DATASETS}/{dataset_id}"
+
+
+def batch_path(batch_id: str) -> str:
+    """The path of one batch's Catalog record (read by the hook and by ``BatchStatusTrigger``)."""
+    return f"{BATCHES}/{batch_id}"
 
 
 def unwrap_catalog_item(body: dict, resource_id: str) -> dict:
@@ -32,7 +44,7 @@ class AEPCatalogHook(AEPRestHook):
         """
         Walk a Catalog list (``limit``/``start`` offsets) to the end, yielding ``(id, doc)``.
 
-        :param path: path after the Catalog base, e.g. ``/dataSets``.
+        :param path: the list's path, e.g. ``DATASETS``.
         :param params: filters (``name``, ``dataSet``, ``status``, ``orderBy``...).
         :param page_size: ``limit`` per page, 1 to 100.
         """
@@ -40,7 +52,7 @@ class AEPCatalogHook(AEPRestHook):
             raise ValueError("page_size must be between 1 and 100")
         start = 0
         while True:
-            page = self.get_json(CATALOG + path, params={**(params or {}), "limit": page_size, "start": start}) or {}
+            page = self.get_json(path, params={**(params or {}), "limit": page_size, "start": start}) or {}
             for resource_id, doc in page.items():
                 yield resource_id, {**doc, "id": resource_id}
             if len(page) < page_size:
@@ -53,7 +65,7 @@ class AEPCatalogHook(AEPRestHook):
 
         :param dataset_id: the dataset id.
         """
-        return unwrap_catalog_item(self.get_json(f"{CATALOG}/dataSets/{dataset_id}"), dataset_id)
+        return unwrap_catalog_item(self.get_json(dataset_path(dataset_id)), dataset_id)
 
     def find_datasets(self, **params: Any) -> dict[str, dict]:
         """
@@ -61,7 +73,7 @@ class AEPCatalogHook(AEPRestHook):
 
         :param params: Catalog filters, e.g. ``name="scores"`` or ``property="name~^propensity"``.
         """
-        return dict(self.iter_catalog("/dataSets", params))
+        return dict(self.iter_catalog(DATASETS, params))
 
     def create_dataset(self, body: dict) -> str:
         """
@@ -69,7 +81,7 @@ class AEPCatalogHook(AEPRestHook):
 
         :param body: ``{name, schemaRef, fileDescription?, tags?}``.
         """
-        created = self.post_json(f"{CATALOG}/dataSets", body)
+        created = self.post_json(DATASETS, body)
         return created[0].rsplit("/", 1)[-1]
 
     def patch_dataset(self, dataset_id: str, ops: list[dict]) -> None:
@@ -79,7 +91,7 @@ class AEPCatalogHook(AEPRestHook):
         :param dataset_id: the dataset id.
         :param ops: JSON Patch operations.
         """
-        self.request("PATCH", f"{CATALOG}/dataSets/{dataset_id}", json=ops, headers={"Content-Type": JSON_PATCH})
+        self.request("PATCH", dataset_path(dataset_id), json=ops, headers={"Content-Type": JSON_PATCH})
 
     def get_batch(self, batch_id: str) -> dict:
         """
@@ -87,7 +99,7 @@ class AEPCatalogHook(AEPRestHook):
 
         :param batch_id: the batch id.
         """
-        return unwrap_catalog_item(self.get_json(f"{CATALOG}/batches/{batch_id}"), batch_id)
+        return unwrap_catalog_item(self.get_json(batch_path(batch_id)), batch_id)
 
     def find_batches(self, **params: Any) -> dict[str, dict]:
         """
@@ -95,4 +107,4 @@ class AEPCatalogHook(AEPRestHook):
 
         :param params: Catalog filters, e.g. ``dataSet=<id>``, ``status="success"``.
         """
-        return dict(self.iter_catalog("/batches", params))
+        return dict(self.iter_catalog(BATCHES, params))

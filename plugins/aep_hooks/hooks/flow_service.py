@@ -17,10 +17,27 @@ from aep_hooks.hooks.base import decode_body
 from aep_hooks.hooks.rest import AEPRestHook
 
 FLOW_SERVICE = "/data/foundation/flowservice"
+RUNS = f"{FLOW_SERVICE}/runs"
+FLOW_SPECS = f"{FLOW_SERVICE}/flowSpecs"
 AD_HOC_RUN = "/data/core/activation/disflowprovider/adhocrun"
 DATASET_EXPORT_ACCEPT = "application/vnd.adobe.adhoc.dataset.activation+json; version=1"
 AUDIENCE_ACTIVATION_ACCEPT = "application/vnd.adobe.adhoc.activation+json; version=2"
 NOT_READY_FOR_EXPORT = "not ready for dataset export"
+
+
+def flow_items_path(kind: str) -> str:
+    """The path of the ``connections``, ``sourceConnections``, ``targetConnections`` or ``flows``."""
+    return f"{FLOW_SERVICE}/{kind}"
+
+
+def flow_path(flow_id: str) -> str:
+    """The path of one flow."""
+    return f"{flow_items_path('flows')}/{flow_id}"
+
+
+def run_path(run_id: str) -> str:
+    """The path of one flow run (read by the hook and by ``FlowRunTrigger``)."""
+    return f"{RUNS}/{run_id}"
 
 
 def first_item(body: dict, what: str) -> dict:
@@ -37,12 +54,12 @@ class AEPFlowServiceHook(AEPRestHook):
         """
         Walk a Flow Service list paged by ``continuationToken`` to the end.
 
-        :param path: path after the Flow Service base, e.g. ``/flows``.
+        :param path: the list's path, e.g. ``RUNS``.
         :param params: filters (``property``, ``orderby``...), kept on every page.
         """
         params = dict(params or {})
         while True:
-            body = self.get_json(FLOW_SERVICE + path, params=params) or {}
+            body = self.get_json(path, params=params) or {}
             yield from body.get("items", [])
             href = body.get("_links", {}).get("next", {}).get("href")
             token = parse_qs(urlsplit(href).query).get("continuationToken") if href else None
@@ -57,7 +74,7 @@ class AEPFlowServiceHook(AEPRestHook):
         :param kind: ``connections``, ``sourceConnections``, ``targetConnections`` or ``flows``.
         :param name: the item name.
         """
-        items = self.iter_flow_service(f"/{kind}", {"property": f"name=={name}"})
+        items = self.iter_flow_service(flow_items_path(kind), {"property": f"name=={name}"})
         return next((item for item in items if item.get("name") == name), None)
 
     def create_flow_item(self, kind: str, body: dict) -> dict:
@@ -67,7 +84,7 @@ class AEPFlowServiceHook(AEPRestHook):
         :param kind: ``connections``, ``sourceConnections``, ``targetConnections`` or ``flows``.
         :param body: the item.
         """
-        return self.post_json(f"{FLOW_SERVICE}/{kind}", body)
+        return self.post_json(flow_items_path(kind), body)
 
     def get_flow(self, flow_id: str) -> dict:
         """
@@ -75,7 +92,7 @@ class AEPFlowServiceHook(AEPRestHook):
 
         :param flow_id: the flow id.
         """
-        return first_item(self.get_json(f"{FLOW_SERVICE}/flows/{flow_id}"), f"flow {flow_id}")
+        return first_item(self.get_json(flow_path(flow_id)), f"flow {flow_id}")
 
     def delete_flow(self, flow_id: str) -> None:
         """
@@ -84,7 +101,7 @@ class AEPFlowServiceHook(AEPRestHook):
         :param flow_id: the flow id.
         """
         try:
-            self.request("DELETE", f"{FLOW_SERVICE}/flows/{flow_id}")
+            self.request("DELETE", flow_path(flow_id))
         except AEPApiError as err:
             if err.status != 404:
                 raise
@@ -99,9 +116,7 @@ class AEPFlowServiceHook(AEPRestHook):
         :param ops: JSON Patch operations.
         """
         etag = self.get_flow(flow_id)["etag"]
-        response = self.request(
-            "PATCH", f"{FLOW_SERVICE}/flows/{flow_id}", json=ops, headers={"If-Match": etag}, idempotent=True
-        )
+        response = self.request("PATCH", flow_path(flow_id), json=ops, headers={"If-Match": etag}, idempotent=True)
         return decode_body(response.content, response.text)
 
     def get_run(self, run_id: str) -> dict:
@@ -110,7 +125,7 @@ class AEPFlowServiceHook(AEPRestHook):
 
         :param run_id: the run id.
         """
-        return first_item(self.get_json(f"{FLOW_SERVICE}/runs/{run_id}"), f"run {run_id}")
+        return first_item(self.get_json(run_path(run_id)), f"run {run_id}")
 
     def find_runs(self, flow_id: str) -> list[dict]:
         """
@@ -118,7 +133,11 @@ class AEPFlowServiceHook(AEPRestHook):
 
         :param flow_id: the flow id.
         """
-        return list(self.iter_flow_service("/runs", {"property": f"flowId=={flow_id}"}))
+        return list(self.iter_flow_service(RUNS, {"property": f"flowId=={flow_id}"}))
+
+    def iter_flow_specs(self) -> Iterator[dict]:
+        """Walk the flow specs AEP offers (a flow's spec depends on its source and target)."""
+        return self.iter_flow_service(FLOW_SPECS)
 
     def run_dataset_export(
         self, flow_id: str, dataset_id: str, not_ready_wait: float = 60.0, not_ready_attempts: int = 15

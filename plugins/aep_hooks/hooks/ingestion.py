@@ -11,6 +11,12 @@ from urllib.parse import quote
 from aep_hooks.hooks.rest import AEPRestHook
 
 INGESTION = "/data/foundation/import"
+IMPORT_BATCHES = f"{INGESTION}/batches"
+
+
+def import_batch_path(batch_id: str) -> str:
+    """The Batch Ingestion path of one batch (its files and its ``COMPLETE`` action hang off it)."""
+    return f"{IMPORT_BATCHES}/{batch_id}"
 
 
 class AEPIngestionHook(AEPRestHook):
@@ -22,7 +28,7 @@ class AEPIngestionHook(AEPRestHook):
 
         :param body: ``{datasetId, inputFormat, externalId?, replay?, tags?...}``.
         """
-        return self.post_json(f"{INGESTION}/batches", body)
+        return self.post_json(IMPORT_BATCHES, body)
 
     def upload_file(self, batch_id: str, dataset_id: str, file_name: str, data: bytes) -> None:
         """
@@ -35,7 +41,7 @@ class AEPIngestionHook(AEPRestHook):
         """
         self.request(
             "PUT",
-            f"{INGESTION}/batches/{batch_id}/datasets/{dataset_id}/files/{quote(file_name, safe='/=')}",
+            f"{import_batch_path(batch_id)}/datasets/{dataset_id}/files/{quote(file_name, safe='/=')}",
             data=data,
             headers={"Content-Type": "application/octet-stream"},
         )
@@ -46,4 +52,4 @@ class AEPIngestionHook(AEPRestHook):
 
         :param batch_id: the batch id.
         """
-        self.request("POST", f"{INGESTION}/batches/{batch_id}", params={"action": "COMPLETE"}, idempotent=True)
+        self.request("POST", import_batch_path(batch_id), params={"action": "COMPLETE"}, idempotent=True)

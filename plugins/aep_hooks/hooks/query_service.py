@@ -18,8 +18,17 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import URL
 
 QUERY_SERVICE = "/data/foundation/query"
+QUERIES = f"{QUERY_SERVICE}/queries"
+CONNECTION_PARAMETERS = f"{QUERY_SERVICE}/connection_parameters"
+#: The PATCH body that asks Query Service to cancel a query.
+CANCEL_QUERY = {"op": "cancel"}
 # Idle Query Service connections are dropped server-side; keep TCP keepalives below 300 s.
 QS_KEEPALIVES_IDLE = 240
+
+
+def query_path(query_id: str) -> str:
+    """The path of one query (read by the hook and by ``QueryStatusTrigger``)."""
+    return f"{QUERIES}/{query_id}"
 
 
 class AEPQueryServiceApiHook(AEPRestHook):
@@ -31,7 +40,7 @@ class AEPQueryServiceApiHook(AEPRestHook):
 
         :param body: ``{dbName, sql | templateId, queryParameters?, ctasParameters?...}``.
         """
-        return self.post_json(f"{QUERY_SERVICE}/queries", body)
+        return self.post_json(QUERIES, body)
 
     def get_query(self, query_id: str) -> dict:
         """
@@ -39,7 +48,7 @@ class AEPQueryServiceApiHook(AEPRestHook):
 
         :param query_id: the query id.
         """
-        return self.get_json(f"{QUERY_SERVICE}/queries/{query_id}")
+        return self.get_json(query_path(query_id))
 
     def cancel_query(self, query_id: str) -> None:
         """
@@ -47,11 +56,11 @@ class AEPQueryServiceApiHook(AEPRestHook):
 
         :param query_id: the query id.
         """
-        self.request("PATCH", f"{QUERY_SERVICE}/queries/{query_id}", json={"op": "cancel"})
+        self.request("PATCH", query_path(query_id), json=CANCEL_QUERY)
 
     def get_connection_parameters(self) -> dict:
         """Return the PostgreSQL connection parameters of Query Service (host, port, dbName, username)."""
-        return self.get_json(f"{QUERY_SERVICE}/connection_parameters")
+        return self.get_json(CONNECTION_PARAMETERS)
 
 
 class AEPQueryServiceHook(PostgresHook):

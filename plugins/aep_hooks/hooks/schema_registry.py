@@ -11,10 +11,23 @@ from urllib.parse import quote
 from aep_hooks.hooks.rest import AEPRestHook
 
 SCHEMA_REGISTRY = "/data/foundation/schemaregistry"
+STATS = f"{SCHEMA_REGISTRY}/stats"
+TENANT = f"{SCHEMA_REGISTRY}/tenant"
+DESCRIPTORS = f"{TENANT}/descriptors"
 XED_ACCEPT = "application/vnd.adobe.xed+json"
 XED_FULL_ACCEPT = "application/vnd.adobe.xed-full+json; version=1"
 XED_ONE_ACCEPT = "application/vnd.adobe.xed+json; version=1"
 XDM_ACCEPT = "application/vnd.adobe.xdm+json"
+
+
+def tenant_resources_path(kind: str) -> str:
+    """The path of the tenant's ``schemas`` or ``fieldgroups``."""
+    return f"{TENANT}/{kind}"
+
+
+def schema_path(id_or_alt_id: str) -> str:
+    """The path of one tenant schema, by ``$id`` or ``meta:altId``."""
+    return f"{tenant_resources_path('schemas')}/{quote(id_or_alt_id, safe='')}"
 
 
 class AEPSchemaRegistryHook(AEPRestHook):
@@ -22,7 +35,7 @@ class AEPSchemaRegistryHook(AEPRestHook):
 
     def get_tenant_id(self) -> str:
         """Return the org's tenant id (custom XDM fields live under ``_{tenantId}``)."""
-        return self.get_json(SCHEMA_REGISTRY + "/stats", headers={"Accept": "application/json"})["tenantId"]
+        return self.get_json(STATS, headers={"Accept": "application/json"})["tenantId"]
 
     def find_schema_resource(self, kind: str, title: str) -> dict | None:
         """
@@ -32,7 +45,7 @@ class AEPSchemaRegistryHook(AEPRestHook):
         :param title: the resource title (unique per sandbox).
         """
         resources = self.iter_query_service(
-            f"{SCHEMA_REGISTRY}/tenant/{kind}",
+            tenant_resources_path(kind),
             "results",
             params={"property": f"title=={title}"},
             headers={"Accept": XED_ACCEPT},
@@ -46,7 +59,7 @@ class AEPSchemaRegistryHook(AEPRestHook):
         :param kind: ``schemas`` or ``fieldgroups``.
         :param body: the XDM resource.
         """
-        return self.post_json(f"{SCHEMA_REGISTRY}/tenant/{kind}", body)
+        return self.post_json(tenant_resources_path(kind), body)
 
     def get_schema(self, id_or_alt_id: str, full: bool = False) -> dict:
         """
@@ -56,7 +69,7 @@ class AEPSchemaRegistryHook(AEPRestHook):
         :param full: resolve the ``$ref``s (``xed-full``).
         """
         return self.get_json(
-            f"{SCHEMA_REGISTRY}/tenant/schemas/{quote(id_or_alt_id, safe='')}",
+            schema_path(id_or_alt_id),
             headers={"Accept": XED_FULL_ACCEPT if full else XED_ONE_ACCEPT},
         )
 
@@ -67,7 +80,7 @@ class AEPSchemaRegistryHook(AEPRestHook):
         :param schema_id: the schema ``$id`` or ``meta:altId``.
         :param ops: JSON Patch operations.
         """
-        return self._send_json("PATCH", f"{SCHEMA_REGISTRY}/tenant/schemas/{quote(schema_id, safe='')}", ops)
+        return self._send_json("PATCH", schema_path(schema_id), ops)
 
     def find_descriptors(self, schema_id: str) -> list[dict]:
         """
@@ -76,7 +89,7 @@ class AEPSchemaRegistryHook(AEPRestHook):
         :param schema_id: the schema ``$id``.
         """
         body = self.get_json(
-            f"{SCHEMA_REGISTRY}/tenant/descriptors",
+            DESCRIPTORS,
             params={"property": f"xdm:sourceSchema=={schema_id}"},
             headers={"Accept": XDM_ACCEPT},
         )
@@ -89,4 +102,4 @@ class AEPSchemaRegistryHook(AEPRestHook):
 
         :param body: the descriptor.
         """
-        return self.post_json(f"{SCHEMA_REGISTRY}/tenant/descriptors", body)
+        return self.post_json(DESCRIPTORS, body)

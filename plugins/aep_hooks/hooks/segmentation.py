@@ -12,6 +12,13 @@ from typing import Any
 from aep_hooks.hooks.rest import AEPRestHook
 
 SEGMENTATION = "/data/core/ups"
+SEGMENT_DEFINITIONS = f"{SEGMENTATION}/segment/definitions"
+SEGMENT_JOBS = f"{SEGMENTATION}/segment/jobs"
+
+
+def segment_job_path(job_id: str) -> str:
+    """The path of one segment job (read and cancelled by the hook and by ``SegmentJobTrigger``)."""
+    return f"{SEGMENT_JOBS}/{job_id}"
 
 
 class AEPSegmentationHook(AEPRestHook):
@@ -25,7 +32,7 @@ class AEPSegmentationHook(AEPRestHook):
         """
         params = {**(params or {}), "page": 1}
         while True:
-            body = self.get_json(SEGMENTATION + "/segment/definitions", params=params) or {}
+            body = self.get_json(SEGMENT_DEFINITIONS, params=params) or {}
             segments = body.get("segments", [])
             yield from segments
             if not segments or params["page"] >= body.get("page", {}).get("totalPages", 0):
@@ -46,7 +53,7 @@ class AEPSegmentationHook(AEPRestHook):
 
         :param body: ``{name, profileInstanceId, expression, schema, evaluationInfo...}``.
         """
-        return self.post_json(f"{SEGMENTATION}/segment/definitions", body)
+        return self.post_json(SEGMENT_DEFINITIONS, body)
 
     def update_segment_definition(self, definition_id: str, body: Any) -> dict:
         """
@@ -55,7 +62,7 @@ class AEPSegmentationHook(AEPRestHook):
         :param definition_id: the definition id.
         :param body: the PATCH body (JSON Patch operations).
         """
-        return self._send_json("PATCH", f"{SEGMENTATION}/segment/definitions/{definition_id}", body)
+        return self._send_json("PATCH", f"{SEGMENT_DEFINITIONS}/{definition_id}", body)
 
     def create_segment_job(self, segment_ids: list[str]) -> dict:
         """
@@ -63,7 +70,7 @@ class AEPSegmentationHook(AEPRestHook):
 
         :param segment_ids: the segment definitions to evaluate.
         """
-        return self.post_json(f"{SEGMENTATION}/segment/jobs", [{"segmentId": sid} for sid in segment_ids])
+        return self.post_json(SEGMENT_JOBS, [{"segmentId": sid} for sid in segment_ids])
 
     def get_segment_job(self, job_id: str) -> dict:
         """
@@ -71,7 +78,7 @@ class AEPSegmentationHook(AEPRestHook):
 
         :param job_id: the job id.
         """
-        return self.get_json(f"{SEGMENTATION}/segment/jobs/{job_id}")
+        return self.get_json(segment_job_path(job_id))
 
     def cancel_segment_job(self, job_id: str) -> None:
         """
@@ -79,4 +86,4 @@ class AEPSegmentationHook(AEPRestHook):
 
         :param job_id: the job id.
         """
-        self.request("DELETE", f"{SEGMENTATION}/segment/jobs/{job_id}")
+        self.request("DELETE", segment_job_path(job_id))

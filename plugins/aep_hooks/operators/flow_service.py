@@ -321,7 +321,7 @@ class AEPActivateAudiencesOperator(_AEPFlowOperator):
         spec = next(
             (
                 s
-                for s in self.hook.iter_flow_service("/flowSpecs")
+                for s in self.hook.iter_flow_specs()
                 if PROFILE_SOURCE_SPEC in s.get("sourceConnectionSpecIds", [])
                 and S3_DESTINATION_SPEC in s.get("targetConnectionSpecIds", [])
             ),

@@ -9,7 +9,7 @@ def test_catalog_limit_start(hook, ims, requests_mock):
     pages = [{"a": {}, "b": {}}, {"c": {}, "d": {}}, {"e": {"name": "last"}}]
     catalog = requests_mock.get(f"{PLATFORM}/data/foundation/catalog/dataSets", [{"json": p} for p in pages])
 
-    items = list(hook.iter_catalog("/dataSets", {"name": "x"}, page_size=2))
+    items = list(hook.iter_catalog("/data/foundation/catalog/dataSets", {"name": "x"}, page_size=2))
 
     assert [i for i, _ in items] == ["a", "b", "c", "d", "e"]
     assert items[-1][1] == {"id": "e", "name": "last"}

@@ -17,7 +17,7 @@ def test_flow_service_continuation_token(hook, ims, requests_mock):
         ],
     )
 
-    ids = [f["id"] for f in hook.iter_flow_service("/flows", {"property": "name==x"})]
+    ids = [f["id"] for f in hook.iter_flow_service("/data/foundation/flowservice/flows", {"property": "name==x"})]
 
     assert ids == ["f1", "f2"]
     assert flows.last_request.qs == {"property": ["name==x"], "continuationtoken": ["xyz"]}

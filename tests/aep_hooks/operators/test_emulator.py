@@ -246,7 +246,7 @@ def assert_no_duplicates(hook: AEPHook, names: dict, dataset_id: str) -> None:
     schema = hook.find_schema_resource("schemas", f"Scores {suffix}")
     assert len(hook.find_descriptors(schema["$id"])) == 1
     for kind, name in (("flows", f"export {suffix}"), ("flows", f"activation {suffix}")):
-        items = [i for i in hook.iter_flow_service(f"/{kind}") if i.get("name") == name]
+        items = [i for i in hook.iter_flow_service(f"/data/foundation/flowservice/{kind}") if i.get("name") == name]
         assert len(items) <= 1, name
     definitions = [d for d in hook.iter_segment_definitions() if d["name"].endswith(suffix)]
     assert sorted(d["name"] for d in definitions) == sorted({d["name"] for d in definitions})
