@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass, field
 from functools import cached_property, partial
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 import aiohttp
 import requests
@@ -89,6 +90,16 @@ def parse_retry_after(value: str | None) -> float | None:
     except (TypeError, ValueError):
         return None
     return max(0.0, when.timestamp() - time.time())
+
+
+def item_path(collection: str, item_id: str) -> str:
+    """
+    The path of one item of a Platform collection, e.g. ``item_path(RUNS, run_id)``.
+
+    :param collection: the collection's path.
+    :param item_id: the item's id or name, quoted as one path segment (a schema ``$id`` is a URL).
+    """
+    return f"{collection}/{quote(item_id, safe='')}"
 
 
 def decode_body(content: bytes, text: str) -> Any:

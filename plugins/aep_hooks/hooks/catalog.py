@@ -10,22 +10,12 @@ from collections.abc import Iterator
 from typing import Any
 
 from aep_hooks.exceptions import AEPError
+from aep_hooks.hooks.base import item_path
 from aep_hooks.hooks.rest import AEPRestHook
 
 CATALOG = "/data/foundation/catalog"
 DATASETS = f"{CATALOG}/dataSets"
 BATCHES = f"{CATALOG}/batches"
-JSON_PATCH = "application/json-patch+json"
-
-
-def dataset_path(dataset_id: str) -> str:
-    """The path of one dataset."""
-    return f"{DATASETS}/{dataset_id}"
-
-
-def batch_path(batch_id: str) -> str:
-    """The path of one batch's Catalog record (read by the hook and by ``BatchStatusTrigger``)."""
-    return f"{BATCHES}/{batch_id}"
 
 
 def unwrap_catalog_item(body: dict, resource_id: str) -> dict:
@@ -65,7 +55,7 @@ class AEPCatalogHook(AEPRestHook):
 
         :param dataset_id: the dataset id.
         """
-        return unwrap_catalog_item(self.get_json(dataset_path(dataset_id)), dataset_id)
+        return unwrap_catalog_item(self.get_json(item_path(DATASETS, dataset_id)), dataset_id)
 
     def find_datasets(self, **params: Any) -> dict[str, dict]:
         """
@@ -91,7 +81,9 @@ class AEPCatalogHook(AEPRestHook):
         :param dataset_id: the dataset id.
         :param ops: JSON Patch operations.
         """
-        self.request("PATCH", dataset_path(dataset_id), json=ops, headers={"Content-Type": JSON_PATCH})
+        self.request(
+            "PATCH", item_path(DATASETS, dataset_id), json=ops, headers={"Content-Type": "application/json-patch+json"}
+        )
 
     def get_batch(self, batch_id: str) -> dict:
         """
@@ -99,7 +91,7 @@ class AEPCatalogHook(AEPRestHook):
 
         :param batch_id: the batch id.
         """
-        return unwrap_catalog_item(self.get_json(batch_path(batch_id)), batch_id)
+        return unwrap_catalog_item(self.get_json(item_path(BATCHES, batch_id)), batch_id)
 
     def find_batches(self, **params: Any) -> dict[str, dict]:
         """

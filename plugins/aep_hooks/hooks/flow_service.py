@@ -13,31 +13,15 @@ from urllib.parse import parse_qs, urlsplit
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_fixed
 
 from aep_hooks.exceptions import AEPApiError, AEPError, AEPNotReadyError
-from aep_hooks.hooks.base import decode_body
+from aep_hooks.hooks.base import decode_body, item_path
 from aep_hooks.hooks.rest import AEPRestHook
 
 FLOW_SERVICE = "/data/foundation/flowservice"
+FLOWS = f"{FLOW_SERVICE}/flows"
 RUNS = f"{FLOW_SERVICE}/runs"
 FLOW_SPECS = f"{FLOW_SERVICE}/flowSpecs"
 AD_HOC_RUN = "/data/core/activation/disflowprovider/adhocrun"
-DATASET_EXPORT_ACCEPT = "application/vnd.adobe.adhoc.dataset.activation+json; version=1"
-AUDIENCE_ACTIVATION_ACCEPT = "application/vnd.adobe.adhoc.activation+json; version=2"
 NOT_READY_FOR_EXPORT = "not ready for dataset export"
-
-
-def flow_items_path(kind: str) -> str:
-    """The path of the ``connections``, ``sourceConnections``, ``targetConnections`` or ``flows``."""
-    return f"{FLOW_SERVICE}/{kind}"
-
-
-def flow_path(flow_id: str) -> str:
-    """The path of one flow."""
-    return f"{flow_items_path('flows')}/{flow_id}"
-
-
-def run_path(run_id: str) -> str:
-    """The path of one flow run (read by the hook and by ``FlowRunTrigger``)."""
-    return f"{RUNS}/{run_id}"
 
 
 def first_item(body: dict, what: str) -> dict:
@@ -74,7 +58,7 @@ class AEPFlowServiceHook(AEPRestHook):
         :param kind: ``connections``, ``sourceConnections``, ``targetConnections`` or ``flows``.
         :param name: the item name.
         """
-        items = self.iter_flow_service(flow_items_path(kind), {"property": f"name=={name}"})
+        items = self.iter_flow_service(item_path(FLOW_SERVICE, kind), {"property": f"name=={name}"})
         return next((item for item in items if item.get("name") == name), None)
 
     def create_flow_item(self, kind: str, body: dict) -> dict:
@@ -84,7 +68,7 @@ class AEPFlowServiceHook(AEPRestHook):
         :param kind: ``connections``, ``sourceConnections``, ``targetConnections`` or ``flows``.
         :param body: the item.
         """
-        return self.post_json(flow_items_path(kind), body)
+        return self.post_json(item_path(FLOW_SERVICE, kind), body)
 
     def get_flow(self, flow_id: str) -> dict:
         """
@@ -92,7 +76,7 @@ class AEPFlowServiceHook(AEPRestHook):
 
         :param flow_id: the flow id.
         """
-        return first_item(self.get_json(flow_path(flow_id)), f"flow {flow_id}")
+        return first_item(self.get_json(item_path(FLOWS, flow_id)), f"flow {flow_id}")
 
     def delete_flow(self, flow_id: str) -> None:
         """
@@ -101,7 +85,7 @@ class AEPFlowServiceHook(AEPRestHook):
         :param flow_id: the flow id.
         """
         try:
-            self.request("DELETE", flow_path(flow_id))
+            self.request("DELETE", item_path(FLOWS, flow_id))
         except AEPApiError as err:
             if err.status != 404:
                 raise
@@ -116,7 +100,9 @@ class AEPFlowServiceHook(AEPRestHook):
         :param ops: JSON Patch operations.
         """
         etag = self.get_flow(flow_id)["etag"]
-        response = self.request("PATCH", flow_path(flow_id), json=ops, headers={"If-Match": etag}, idempotent=True)
+        response = self.request(
+            "PATCH", item_path(FLOWS, flow_id), json=ops, headers={"If-Match": etag}, idempotent=True
+        )
         return decode_body(response.content, response.text)
 
     def get_run(self, run_id: str) -> dict:
@@ -125,7 +111,7 @@ class AEPFlowServiceHook(AEPRestHook):
 
         :param run_id: the run id.
         """
-        return first_item(self.get_json(run_path(run_id)), f"run {run_id}")
+        return first_item(self.get_json(item_path(RUNS, run_id)), f"run {run_id}")
 
     def find_runs(self, flow_id: str) -> list[dict]:
         """
@@ -169,7 +155,7 @@ class AEPFlowServiceHook(AEPRestHook):
             return self.post_json(
                 AD_HOC_RUN,
                 {"activationInfo": {"destinations": [{"flowId": flow_id, "datasets": [{"id": dataset_id}]}]}},
-                headers={"Accept": DATASET_EXPORT_ACCEPT},
+                headers={"Accept": "application/vnd.adobe.adhoc.dataset.activation+json; version=1"},
             )
         except AEPApiError as err:
             if err.status == 400 and NOT_READY_FOR_EXPORT in err.message.lower():
@@ -188,5 +174,5 @@ class AEPFlowServiceHook(AEPRestHook):
         return self.post_json(
             AD_HOC_RUN,
             {"activationInfo": {flow_id: list(audience_ids)}},
-            headers={"Accept": AUDIENCE_ACTIVATION_ACCEPT},
+            headers={"Accept": "application/vnd.adobe.adhoc.activation+json; version=2"},
         )

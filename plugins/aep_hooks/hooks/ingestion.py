@@ -8,15 +8,11 @@ from __future__ import annotations
 
 from urllib.parse import quote
 
+from aep_hooks.hooks.base import item_path
 from aep_hooks.hooks.rest import AEPRestHook
 
 INGESTION = "/data/foundation/import"
 IMPORT_BATCHES = f"{INGESTION}/batches"
-
-
-def import_batch_path(batch_id: str) -> str:
-    """The Batch Ingestion path of one batch (its files and its ``COMPLETE`` action hang off it)."""
-    return f"{IMPORT_BATCHES}/{batch_id}"
 
 
 class AEPIngestionHook(AEPRestHook):
@@ -41,7 +37,7 @@ class AEPIngestionHook(AEPRestHook):
         """
         self.request(
             "PUT",
-            f"{import_batch_path(batch_id)}/datasets/{dataset_id}/files/{quote(file_name, safe='/=')}",
+            f"{item_path(IMPORT_BATCHES, batch_id)}/datasets/{dataset_id}/files/{quote(file_name, safe='/=')}",
             data=data,
             headers={"Content-Type": "application/octet-stream"},
         )
@@ -52,4 +48,4 @@ class AEPIngestionHook(AEPRestHook):
 
         :param batch_id: the batch id.
         """
-        self.request("POST", import_batch_path(batch_id), params={"action": "COMPLETE"}, idempotent=True)
+        self.request("POST", item_path(IMPORT_BATCHES, batch_id), params={"action": "COMPLETE"}, idempotent=True)

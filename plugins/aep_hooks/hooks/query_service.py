@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.providers.postgres.hooks.postgres import PostgresHook
 
+from aep_hooks.hooks.base import item_path
 from aep_hooks.hooks.rest import AEPRestHook
 
 if TYPE_CHECKING:
@@ -24,11 +25,6 @@ CONNECTION_PARAMETERS = f"{QUERY_SERVICE}/connection_parameters"
 CANCEL_QUERY = {"op": "cancel"}
 # Idle Query Service connections are dropped server-side; keep TCP keepalives below 300 s.
 QS_KEEPALIVES_IDLE = 240
-
-
-def query_path(query_id: str) -> str:
-    """The path of one query (read by the hook and by ``QueryStatusTrigger``)."""
-    return f"{QUERIES}/{query_id}"
 
 
 class AEPQueryServiceApiHook(AEPRestHook):
@@ -48,7 +44,7 @@ class AEPQueryServiceApiHook(AEPRestHook):
 
         :param query_id: the query id.
         """
-        return self.get_json(query_path(query_id))
+        return self.get_json(item_path(QUERIES, query_id))
 
     def cancel_query(self, query_id: str) -> None:
         """
@@ -56,7 +52,7 @@ class AEPQueryServiceApiHook(AEPRestHook):
 
         :param query_id: the query id.
         """
-        self.request("PATCH", query_path(query_id), json=CANCEL_QUERY)
+        self.request("PATCH", item_path(QUERIES, query_id), json=CANCEL_QUERY)
 
     def get_connection_parameters(self) -> dict:
         """Return the PostgreSQL connection parameters of Query Service (host, port, dbName, username)."""

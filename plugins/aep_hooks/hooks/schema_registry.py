@@ -6,28 +6,13 @@ Schema Registry: the tenant id, tenant schemas and field groups, descriptors.
 
 from __future__ import annotations
 
-from urllib.parse import quote
-
+from aep_hooks.hooks.base import item_path
 from aep_hooks.hooks.rest import AEPRestHook
 
 SCHEMA_REGISTRY = "/data/foundation/schemaregistry"
 STATS = f"{SCHEMA_REGISTRY}/stats"
 TENANT = f"{SCHEMA_REGISTRY}/tenant"
 DESCRIPTORS = f"{TENANT}/descriptors"
-XED_ACCEPT = "application/vnd.adobe.xed+json"
-XED_FULL_ACCEPT = "application/vnd.adobe.xed-full+json; version=1"
-XED_ONE_ACCEPT = "application/vnd.adobe.xed+json; version=1"
-XDM_ACCEPT = "application/vnd.adobe.xdm+json"
-
-
-def tenant_resources_path(kind: str) -> str:
-    """The path of the tenant's ``schemas`` or ``fieldgroups``."""
-    return f"{TENANT}/{kind}"
-
-
-def schema_path(id_or_alt_id: str) -> str:
-    """The path of one tenant schema, by ``$id`` or ``meta:altId``."""
-    return f"{tenant_resources_path('schemas')}/{quote(id_or_alt_id, safe='')}"
 
 
 class AEPSchemaRegistryHook(AEPRestHook):
@@ -45,10 +30,10 @@ class AEPSchemaRegistryHook(AEPRestHook):
         :param title: the resource title (unique per sandbox).
         """
         resources = self.iter_query_service(
-            tenant_resources_path(kind),
+            item_path(TENANT, kind),
             "results",
             params={"property": f"title=={title}"},
-            headers={"Accept": XED_ACCEPT},
+            headers={"Accept": "application/vnd.adobe.xed+json"},
         )
         return next((resource for resource in resources if resource.get("title") == title), None)
 
@@ -59,7 +44,7 @@ class AEPSchemaRegistryHook(AEPRestHook):
         :param kind: ``schemas`` or ``fieldgroups``.
         :param body: the XDM resource.
         """
-        return self.post_json(tenant_resources_path(kind), body)
+        return self.post_json(item_path(TENANT, kind), body)
 
     def get_schema(self, id_or_alt_id: str, full: bool = False) -> dict:
         """
@@ -69,8 +54,12 @@ class AEPSchemaRegistryHook(AEPRestHook):
         :param full: resolve the ``$ref``s (``xed-full``).
         """
         return self.get_json(
-            schema_path(id_or_alt_id),
-            headers={"Accept": XED_FULL_ACCEPT if full else XED_ONE_ACCEPT},
+            item_path(item_path(TENANT, "schemas"), id_or_alt_id),
+            headers={
+                "Accept": "application/vnd.adobe.xed-full+json; version=1"
+                if full
+                else "application/vnd.adobe.xed+json; version=1"
+            },
         )
 
     def patch_schema(self, schema_id: str, ops: list[dict]) -> dict:
@@ -80,7 +69,7 @@ class AEPSchemaRegistryHook(AEPRestHook):
         :param schema_id: the schema ``$id`` or ``meta:altId``.
         :param ops: JSON Patch operations.
         """
-        return self._send_json("PATCH", schema_path(schema_id), ops)
+        return self._send_json("PATCH", item_path(item_path(TENANT, "schemas"), schema_id), ops)
 
     def find_descriptors(self, schema_id: str) -> list[dict]:
         """
@@ -91,7 +80,7 @@ class AEPSchemaRegistryHook(AEPRestHook):
         body = self.get_json(
             DESCRIPTORS,
             params={"property": f"xdm:sourceSchema=={schema_id}"},
-            headers={"Accept": XDM_ACCEPT},
+            headers={"Accept": "application/vnd.adobe.xdm+json"},
         )
         descriptors = [d for group in body.values() for d in group] if isinstance(body, dict) else body or []
         return [d for d in descriptors if isinstance(d, dict) and d.get("xdm:sourceSchema") == schema_id]

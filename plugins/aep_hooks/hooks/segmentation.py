@@ -9,16 +9,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+from aep_hooks.hooks.base import item_path
 from aep_hooks.hooks.rest import AEPRestHook
 
 SEGMENTATION = "/data/core/ups"
 SEGMENT_DEFINITIONS = f"{SEGMENTATION}/segment/definitions"
 SEGMENT_JOBS = f"{SEGMENTATION}/segment/jobs"
-
-
-def segment_job_path(job_id: str) -> str:
-    """The path of one segment job (read and cancelled by the hook and by ``SegmentJobTrigger``)."""
-    return f"{SEGMENT_JOBS}/{job_id}"
 
 
 class AEPSegmentationHook(AEPRestHook):
@@ -62,7 +58,7 @@ class AEPSegmentationHook(AEPRestHook):
         :param definition_id: the definition id.
         :param body: the PATCH body (JSON Patch operations).
         """
-        return self._send_json("PATCH", f"{SEGMENT_DEFINITIONS}/{definition_id}", body)
+        return self._send_json("PATCH", item_path(SEGMENT_DEFINITIONS, definition_id), body)
 
     def create_segment_job(self, segment_ids: list[str]) -> dict:
         """
@@ -78,7 +74,7 @@ class AEPSegmentationHook(AEPRestHook):
 
         :param job_id: the job id.
         """
-        return self.get_json(segment_job_path(job_id))
+        return self.get_json(item_path(SEGMENT_JOBS, job_id))
 
     def cancel_segment_job(self, job_id: str) -> None:
         """
@@ -86,4 +82,4 @@ class AEPSegmentationHook(AEPRestHook):
 
         :param job_id: the job id.
         """
-        self.request("DELETE", segment_job_path(job_id))
+        self.request("DELETE", item_path(SEGMENT_JOBS, job_id))

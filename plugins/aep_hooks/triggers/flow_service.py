@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from aep_hooks.hooks.flow_service import first_item, run_path
+from aep_hooks.hooks.base import item_path
+from aep_hooks.hooks.flow_service import RUNS, first_item
 from aep_hooks.hooks.rest import AEPAsyncHook
 from aep_hooks.triggers.base import AEPJobTrigger
 from aep_hooks.utils.job_states import FLOW_RUN
@@ -26,7 +27,7 @@ class FlowRunTrigger(AEPJobTrigger):
         super().__init__(run_id, **kwargs)
 
     async def fetch(self, hook: AEPAsyncHook) -> dict:
-        return first_item(await hook.get_json(run_path(self.resource_id)), f"run {self.resource_id}")
+        return first_item(await hook.get_json(item_path(RUNS, self.resource_id)), f"run {self.resource_id}")
 
     def summarize(self, doc: dict) -> dict[str, Any]:
         metrics = doc.get("metrics") or {}

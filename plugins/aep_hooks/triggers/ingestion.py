@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from aep_hooks.hooks.catalog import batch_path, unwrap_catalog_item
+from aep_hooks.hooks.base import item_path
+from aep_hooks.hooks.catalog import BATCHES, unwrap_catalog_item
 from aep_hooks.hooks.rest import AEPAsyncHook
 from aep_hooks.triggers.base import AEPJobTrigger
 from aep_hooks.utils.job_states import BATCH
@@ -26,7 +27,7 @@ class BatchStatusTrigger(AEPJobTrigger):
         super().__init__(batch_id, **kwargs)
 
     async def fetch(self, hook: AEPAsyncHook) -> dict:
-        return unwrap_catalog_item(await hook.get_json(batch_path(self.resource_id)), self.resource_id)
+        return unwrap_catalog_item(await hook.get_json(item_path(BATCHES, self.resource_id)), self.resource_id)
 
     def summarize(self, doc: dict) -> dict[str, Any]:
         return {"metrics": doc.get("metrics") or {}}

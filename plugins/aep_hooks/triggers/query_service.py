@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from aep_hooks.hooks.query_service import CANCEL_QUERY, query_path
+from aep_hooks.hooks.base import item_path
+from aep_hooks.hooks.query_service import CANCEL_QUERY, QUERIES
 from aep_hooks.hooks.rest import AEPAsyncHook
 from aep_hooks.triggers.base import AEPJobTrigger
 from aep_hooks.utils.job_states import QUERY
@@ -26,7 +27,7 @@ class QueryStatusTrigger(AEPJobTrigger):
         super().__init__(query_id, **kwargs)
 
     async def fetch(self, hook: AEPAsyncHook) -> dict:
-        return await hook.get_json(query_path(self.resource_id))
+        return await hook.get_json(item_path(QUERIES, self.resource_id))
 
     def summarize(self, doc: dict) -> dict[str, Any]:
         created = (doc.get("_links") or {}).get("created_dataset") or {}
@@ -35,4 +36,4 @@ class QueryStatusTrigger(AEPJobTrigger):
     async def on_kill(self) -> None:
         """Cancel the query when a user kills the deferred task."""
         self.log.info("Cancelling AEP query %s", self.resource_id)
-        await self.get_async_hook().request("PATCH", query_path(self.resource_id), json=CANCEL_QUERY)
+        await self.get_async_hook().request("PATCH", item_path(QUERIES, self.resource_id), json=CANCEL_QUERY)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from aep_hooks.hooks.base import item_path
 from aep_hooks.hooks.rest import AEPAsyncHook
-from aep_hooks.hooks.segmentation import segment_job_path
+from aep_hooks.hooks.segmentation import SEGMENT_JOBS
 from aep_hooks.triggers.base import AEPJobTrigger
 from aep_hooks.utils.job_states import SEGMENT_JOB
 
@@ -26,7 +27,7 @@ class SegmentJobTrigger(AEPJobTrigger):
         super().__init__(job_id, **kwargs)
 
     async def fetch(self, hook: AEPAsyncHook) -> dict:
-        return await hook.get_json(segment_job_path(self.resource_id))
+        return await hook.get_json(item_path(SEGMENT_JOBS, self.resource_id))
 
     def summarize(self, doc: dict) -> dict[str, Any]:
         metrics = doc.get("metrics") or {}
@@ -38,4 +39,4 @@ class SegmentJobTrigger(AEPJobTrigger):
     async def on_kill(self) -> None:
         """Cancel the segment job when a user kills the deferred task."""
         self.log.info("Cancelling AEP segment job %s", self.resource_id)
-        await self.get_async_hook().request("DELETE", segment_job_path(self.resource_id))
+        await self.get_async_hook().request("DELETE", item_path(SEGMENT_JOBS, self.resource_id))
