@@ -122,14 +122,12 @@ class AEPBaseOperator(BaseOperator):
             kept value while any of its ids is running).
         """
         state = TaskState(context)
-        kept = state.get(key)
-        in_flight = (find_in_flight or partial(self._while_running, job))(kept)
+        in_flight = (find_in_flight or partial(self._while_running, job))(state.get(key))
         if in_flight:
             self.log.info("Reconnecting to %s %s, still in flight from an earlier try", job.name, in_flight)
-        else:
-            in_flight = start()
-        state.set(key, in_flight)
-        return in_flight
+        job_ids = in_flight or start()
+        state.set(key, job_ids)
+        return job_ids
 
     def _while_running(self, job: JobKind, kept: Any) -> Any:
         """``kept`` (a job id or a list of them) while any of its jobs is running, else None."""
