@@ -25,7 +25,7 @@ import psycopg
 from fastapi import APIRouter, Body, Depends, Request
 from fastapi.responses import JSONResponse, Response
 
-from aep_emulator import pql, xdm
+from aep_emulator import pql, tables, xdm
 from aep_emulator.db import META_SCHEMA, quote_ident, sandbox_schema
 from aep_emulator.errors import ups_error
 from aep_emulator.runtime import CallContext, Emulator, call_context, emulator
@@ -144,6 +144,11 @@ def profile_sources(emu: Emulator, sandbox: str) -> list[ProfileSource]:
                 continue
             identity = _primary_identity(descriptors, schema_id)
             table = tags["adobe/pqs/table"][0]
+            try:
+                tables.check_inert(conn, sandbox, table)
+            except tables.TableError as exc:
+                log.warning("dataset %s left out of the Profile: %s", dataset["id"], exc)
+                continue
             columns = table_columns(conn, schema_name, table)
             if identity is None or identity[0] not in columns:
                 continue
