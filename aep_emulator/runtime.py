@@ -13,10 +13,12 @@ import boto3
 from botocore.config import Config
 from fastapi import Request
 
+from aep_emulator import sandbox_roles
 from aep_emulator.config import Settings
 from aep_emulator.db import Database
 from aep_emulator.faults import Faults
 from aep_emulator.store import Store
+from aep_emulator.throttle import Limits, Throttle
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +34,7 @@ class Emulator:
         self.db = Database(settings.pg_dsn)
         self.store = Store(self.db)
         self.faults = Faults()
+        self.throttle = Throttle(Limits.from_settings(settings))
         # Background work (batch loads, queries, exports, segment jobs) runs here so API calls
         # return at once, as AEP's do, and state machines advance asynchronously.
         self.worker = ThreadPoolExecutor(max_workers=2, thread_name_prefix="aep-emu-worker")
@@ -50,10 +53,16 @@ class Emulator:
 
     def start(self) -> None:
         self.db.open(self.settings.sandboxes)
+        with self.db.connection() as conn:
+            sandbox_roles.set_up(conn, self.settings.pg_dsn, self.settings.sandboxes)
         existing = {b["Name"] for b in self.s3.list_buckets().get("Buckets", [])}
         for bucket in (self.settings.staging_bucket, self.settings.destination_bucket):
             if bucket not in existing:
                 self.s3.create_bucket(Bucket=bucket)
+
+    def sandbox_conninfo(self, sandbox: str, **server_settings: str) -> str:
+        """Where a sandbox's Query Service SQL runs: a login as the sandbox's own role."""
+        return sandbox_roles.sandbox_conninfo(self.settings.pg_dsn, sandbox, **server_settings)
 
     def stop(self) -> None:
         self._stopping.set()
