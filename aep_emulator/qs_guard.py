@@ -28,6 +28,11 @@ _GAP = r"(?:\s|/\*.*?\*/|--[^\n]*(?:\n|$))+"
 _SETTING = r'"?(?P<name>' + "|".join(FIXED_SETTINGS) + r')"?\b'
 _RULES: tuple[tuple[re.Pattern, str, str], ...] = (
     (
+        re.compile(rf"\bALTER{_GAP}(?:ROLE|USER|GROUP)\b", re.I | re.S),
+        "42501",
+        "ALTER ROLE is not allowed in Query Service",
+    ),
+    (
         re.compile(rf"\bSET{_GAP}(?:(?:SESSION|LOCAL){_GAP})?(?:ROLE\b|SESSION{_GAP}AUTHORIZATION\b)", re.I | re.S),
         "42501",
         "SET ROLE and SET SESSION AUTHORIZATION are not allowed: a Query Service session keeps its sandbox's role",
@@ -51,11 +56,6 @@ _RULES: tuple[tuple[re.Pattern, str, str], ...] = (
         re.compile(r"\blo_\w+\s*\(", re.I),
         "0A000",
         "large objects are not supported by Query Service",
-    ),
-    (
-        re.compile(rf"\bALTER{_GAP}(?:ROLE|USER|GROUP)\b", re.I | re.S),
-        "42501",
-        "ALTER ROLE is not allowed in Query Service",
     ),
 )
 
@@ -106,6 +106,12 @@ def refusal_sql(schema: str, refusal: Refusal, parameters: int = 0) -> str:
         f" FROM (SELECT {', '.join(f'${i}' for i in range(1, parameters + 1))}) AS parameters" if parameters else ""
     )
     return f"SELECT {schema}.qs_refuse('{refusal.code}', '{message}'){source}"
+
+
+def refusal_block(schema: str, refusal: Refusal) -> str:
+    """A DO block failing with the refusal: answered by an error alone, with no row description
+    first (what the wire endpoint sends in place of a fast-path function call)."""
+    return f"DO $refusal$ BEGIN PERFORM {refusal_sql(schema, refusal).removeprefix('SELECT ')}; END $refusal$"
 
 
 _PARAMETER = re.compile(r"\$(\d+)")

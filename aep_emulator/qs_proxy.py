@@ -326,7 +326,7 @@ async def _pump_statements(reader: asyncio.StreamReader, writer: asyncio.StreamW
             elif tag == b"P":
                 payload = _guard_parse(payload, schema)
             elif tag == b"F":
-                tag, payload = b"Q", qs_guard.refusal_sql(schema, _FUNCTION_CALL_REFUSAL).encode() + b"\0"
+                tag, payload = b"Q", qs_guard.refusal_block(schema, _FUNCTION_CALL_REFUSAL).encode() + b"\0"
             writer.write(_message(tag, payload))
             await writer.drain()
     except (asyncio.IncompleteReadError, ConnectionError) as exc:
