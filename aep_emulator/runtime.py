@@ -22,6 +22,9 @@ from aep_emulator.throttle import Limits, Throttle
 
 log = logging.getLogger(__name__)
 
+# How often the emulator looks for Query Service statements past their timeout.
+STATEMENT_WATCH_INTERVAL_S = 2.0
+
 
 class Emulator:
     """Everything a route handler needs; one instance per running app.
@@ -55,10 +58,22 @@ class Emulator:
         self.db.open(self.settings.sandboxes)
         with self.db.connection() as conn:
             sandbox_roles.set_up(conn, self.settings.pg_dsn, self.settings.sandboxes)
+        threading.Thread(target=self._watch_statements, name="aep-emu-qs-timeout", daemon=True).start()
         existing = {b["Name"] for b in self.s3.list_buckets().get("Buckets", [])}
         for bucket in (self.settings.staging_bucket, self.settings.destination_bucket):
             if bucket not in existing:
                 self.s3.create_bucket(Bucket=bucket)
+
+    def _watch_statements(self) -> None:
+        """Until stopped: cancel Query Service statements past AEP's timeout, whatever the session set."""
+        while not self._stopping.wait(STATEMENT_WATCH_INTERVAL_S):
+            try:
+                with self.db.connection() as conn:
+                    sandbox_roles.cancel_overdue(
+                        conn, self.settings.pg_dsn, self.settings.sandboxes, self.settings.qs_statement_timeout_s
+                    )
+            except Exception:
+                log.exception("checking Query Service statements against their timeout failed")
 
     def sandbox_conninfo(self, sandbox: str, **server_settings: str) -> str:
         """Where a sandbox's Query Service SQL runs: a login as the sandbox's own role."""

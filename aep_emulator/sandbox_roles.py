@@ -174,3 +174,21 @@ def set_up(conn: psycopg.Connection, owner_dsn: str, sandboxes: tuple[str, ...])
     lock_down_database(conn)
     for sandbox in sandboxes:
         provision(conn, owner_dsn, sandbox)
+
+
+def cancel_overdue(conn: psycopg.Connection, owner_dsn: str, sandboxes: tuple[str, ...], timeout_s: float) -> int:
+    """Cancel the sandbox roles' statements running longer than ``timeout_s``; return how many.
+
+    The statement timeout a session starts with is the first line; this is the one a client cannot
+    lift (a ``SET`` built at run time inside a function gets past the statement guards).
+    """
+    roles = [sandbox_login(owner_dsn, sandbox).role for sandbox in sandboxes]
+    rows = conn.execute(
+        "SELECT pid, usename, pg_cancel_backend(pid) FROM pg_stat_activity"
+        " WHERE datname = current_database() AND usename = ANY(%s) AND state = 'active'"
+        " AND now() - query_start > make_interval(secs => %s)",
+        (roles, timeout_s),
+    ).fetchall()
+    for pid, role, _ in rows:
+        log.warning("cancelled a statement of %s (pid %s) past the Query Service timeout of %s s", role, pid, timeout_s)
+    return len(rows)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 import socket
 import struct
+import time
 import uuid
 from dataclasses import dataclass
 
@@ -87,6 +88,7 @@ NAMED_ATTACKS = (
     "startup packet options=-c search_path=... -c statement_timeout=0",
     "startup parameters search_path, role, statement_timeout",
     "fast-path function call (libpq large objects)",
+    "lift the timeout with a SET built at run time (DO ... EXECUTE)",
     "a trigger on a CTAS table, fired by the emulator's batch load",
     "admin routes without the admin token",
     "admin routes with a wrong token",
@@ -117,19 +119,6 @@ def dataset_table(emulator_session) -> str:
     aep = AEPClient(emulator_session.url, emulator_session.settings, emulator_session.sandbox)
     dataset_id = create_dataset(aep, create_event_schema(aep, emulator_session.settings.tenant_id))
     return get_dataset(aep, dataset_id)["tags"]["adobe/pqs/table"][0]
-
-
-@pytest.fixture
-def conn_params(aep) -> dict:
-    params = aep.get(f"{QS}/connection_parameters").json()
-    return {
-        "host": params["host"],
-        "port": params["port"],
-        "user": params["username"],
-        "password": params["token"],
-        "dbname": params["dbName"],
-        "sslmode": "disable",
-    }
 
 
 def _sql(attack: Attack, victim: str, dataset_table: str) -> str:
@@ -219,6 +208,19 @@ def test_startup_parameters_cannot_move_the_session(conn_params, sandbox, victim
     path, timeout, role, application = row[6:].decode().split("|")  # one column: int16 count, int32 length
     assert (path, timeout, application) == (sandbox_schema(sandbox), "10min", "attacker")
     assert role.startswith(sandbox_roles.ROLE_PREFIX)
+
+
+def test_a_timeout_lifted_at_run_time_is_still_enforced(conn_params, emulator, monkeypatch):
+    """Lift the timeout with a SET built at run time (DO ... EXECUTE): the emulator cancels the statement."""
+    settings = emulator.emu.settings.model_copy(update={"qs_statement_timeout_s": 1})
+    monkeypatch.setattr(emulator.emu, "settings", settings)
+    with psycopg.connect(**conn_params, autocommit=True) as conn:
+        conn.execute("DO $$ BEGIN EXECUTE 'SE' || 'T statement_timeout = 0'; END $$")
+        assert conn.execute("SHOW statement_timeout").fetchone() == ("0",)
+        began = time.monotonic()
+        with pytest.raises(psycopg.errors.QueryCanceled):
+            conn.execute("SELECT pg_sleep(60)")
+    assert time.monotonic() - began < 15
 
 
 def test_fast_path_function_calls_are_refused(conn_params):
