@@ -186,6 +186,11 @@ class LocalPostgres:
         """Whether the cluster has been created (by this stack)."""
         return (self.data_dir / "PG_VERSION").exists()
 
+    @property
+    def is_current(self) -> bool:
+        """Whether the cluster has this stack's layout (a superuser of its own, not the DSN's role)."""
+        return self.superuser_password_file.exists()
+
     def prepare_owner(self) -> None:
         """As the superuser: the DSN's role with OWNER_ATTRIBUTES and its database (idempotent; an
         old cluster is migrated first)."""

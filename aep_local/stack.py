@@ -291,16 +291,18 @@ class PostgresService(Service):
         # The password stays out of status lines.
         self.address = url._replace(netloc=f"{url.username}@{url.hostname}:{self.port}").geturl()
         self.server = postgres.LocalPostgres(stack.home / "pg" / "data", self.log_path, stack.aep.pg_dsn)
+        self._started = False
 
     def check(self) -> str | None:
         return postgres.check(self.stack.aep.pg_dsn)
 
     def start(self) -> None:
         self.pid_file.write(self.server.start())
+        self._started = True
 
     def after_healthy(self) -> None:
-        # A running cluster of this stack's (maybe made by an older stack) gets its roles checked too.
-        if not self.external and self.server.exists:
+        # The stack's own cluster: its roles once it is new, and a migration when an older stack made it.
+        if not self.external and self.server.exists and (self._started or not self.server.is_current):
             self.server.prepare_owner()
 
     def stop(self, pid: int) -> None:
