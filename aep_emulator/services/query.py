@@ -22,7 +22,7 @@ import psycopg
 from fastapi import APIRouter, Body, Depends, Request
 from psycopg import errors as pg_errors
 
-from aep_emulator import qs_sql, xdm
+from aep_emulator import qs_guard, qs_sql, xdm
 from aep_emulator.db import quote_ident, sandbox_schema
 from aep_emulator.errors import query_error
 from aep_emulator.runtime import CallContext, Emulator, call_context, emulator
@@ -163,6 +163,7 @@ class _Outcome:
 
     row_count: int = 0
     created_tables: dict[str, _CreatedTable] = field(default_factory=dict)
+    dropped_datasets: list[str] = field(default_factory=list)
 
 
 def _table_columns(conn: psycopg.Connection, schema: str, table: str) -> list[xdm.Field]:
@@ -209,22 +210,27 @@ BATCH_QUERY_WORK_MEM = "64MB"
 
 
 def _execute(emu: Emulator, sandbox: str, doc: dict) -> _Outcome:
-    """Run the query's statements in one transaction.
+    """Run the query's statements in one transaction, as the sandbox's role.
 
-    A DROP TABLE deletes its dataset record in the same transaction (so ``DROP t; CREATE TABLE t AS``
-    cannot lose the new table); the datasets of CTAS tables are registered after the commit.
+    The datasets of the tables a DROP TABLE removed are deleted, and those of CTAS tables registered,
+    after the commit (by the emulator's own role: the sandbox's cannot touch Catalog's records).
     """
     schema = sandbox_schema(sandbox)
-    timeout_ms = emu.settings.qs_statement_timeout_s * 1000
     outcome = _Outcome()
     # Batch queries aggregate whole datasets: give their sorts and hashes room (PostgreSQL's 4 MB
     # default spills a million-row featurization to disk).
-    options = f"-c search_path={schema} -c statement_timeout={timeout_ms} -c work_mem={BATCH_QUERY_WORK_MEM}"
-    with psycopg.connect(emu.settings.pg_dsn, options=options) as conn:
+    conninfo = emu.sandbox_conninfo(
+        sandbox,
+        statement_timeout=str(emu.settings.qs_statement_timeout_s * 1000),
+        work_mem=BATCH_QUERY_WORK_MEM,
+    )
+    with psycopg.connect(conninfo) as conn:
         _active_runs.started(doc["id"], conn.info.backend_pid)
         for statement in map(qs_sql.classify, qs_sql.split_statements(doc["effectiveSQL"])):
             if _active_runs.is_cancelled(doc["id"]):
                 raise QueryKilled()
+            if refusal := qs_guard.check_statement(statement.sql):
+                raise QueryFailed(refusal.code, refusal.message)
             if statement.kind == "unsupported_drop":
                 raise QueryFailed("0A000", "DROP TABLE takes one unqualified table name, without CASCADE")
             dropped_dataset = _droppable_dataset(emu, sandbox, statement.table) if statement.kind == "drop" else None
@@ -239,10 +245,24 @@ def _execute(emu: Emulator, sandbox: str, doc: dict) -> _Outcome:
             elif statement.kind == "drop":
                 outcome.created_tables.pop(statement.table, None)
                 if dropped_dataset is not None:
-                    transactional_store(conn).delete(sandbox, catalog.DATASET_KIND, dropped_dataset)
+                    outcome.dropped_datasets.append(dropped_dataset)
         if _active_runs.is_cancelled(doc["id"]):
             raise QueryKilled()
     return outcome
+
+
+def _forget_dropped_datasets(emu: Emulator, sandbox: str, outcome: _Outcome) -> None:
+    """Delete the records of datasets whose tables the query dropped: those whose table is gone, or
+    is the one the query itself created again (its CTAS registers the new dataset)."""
+    with emu.db.connection() as conn:
+        store = transactional_store(conn)
+        for dataset_id in outcome.dropped_datasets:
+            dataset = store.get(sandbox, catalog.DATASET_KIND, dataset_id)
+            if dataset is None:
+                continue
+            table = catalog.dataset_table(dataset)
+            if table in outcome.created_tables or not _table_exists(conn, sandbox_schema(sandbox), table):
+                store.delete(sandbox, catalog.DATASET_KIND, dataset_id)
 
 
 def _register_datasets(emu: Emulator, sandbox: str, doc: dict, created_tables: dict[str, _CreatedTable]) -> dict | None:
@@ -360,6 +380,7 @@ def run_query(emu: Emulator, sandbox: str, query_id: str) -> None:
     finally:
         _active_runs.finished(query_id)
     try:
+        _forget_dropped_datasets(emu, sandbox, outcome)
         created_link = _register_datasets(emu, sandbox, doc, outcome.created_tables)
     except Exception as exc:  # the query must still reach a terminal state; the cause is logged
         log.exception("query %s: registering its CTAS dataset failed", query_id)
@@ -738,7 +759,7 @@ DROP FUNCTION IF EXISTS {schema}.history_meta(text);
 CREATE FUNCTION {schema}.history_meta(table_name text)
 RETURNS TABLE (snapshot_id text, parent_id text, is_current boolean, snapshot_generation bigint,
                made_current_at timestamptz, is_current_ancestor boolean, output_record_count bigint)
-LANGUAGE sql STABLE AS $fn$
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
     WITH dataset AS (
         SELECT id FROM aep_meta.resources
         WHERE sandbox = '{sandbox}' AND kind = '{dataset_kind}'
@@ -756,13 +777,24 @@ LANGUAGE sql STABLE AS $fn$
     FROM snapshots WINDOW w AS (ORDER BY completed_ms, id)
     ORDER BY completed_ms, id
 $fn$;
+DROP FUNCTION IF EXISTS {schema}.qs_refuse(text, text);
+CREATE FUNCTION {schema}.qs_refuse(code text, message text) RETURNS void
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $fn$
+BEGIN
+    RAISE EXCEPTION USING ERRCODE = code, MESSAGE = message;
+END
+$fn$;
 """
 
 
 def install_sql_functions(emu: Emulator) -> None:
-    """Create ``table_exists('t')`` and ``history_meta('t')`` in every sandbox schema.
+    """Create ``table_exists('t')``, ``history_meta('t')`` and ``qs_refuse(code, message)`` in every
+    sandbox schema.
 
     A snapshot is a successful batch of the table's dataset (``snapshot_id`` is the batch id).
+    ``history_meta`` reads Catalog's records, which the sandbox's role cannot: it runs with its
+    owner's rights (SECURITY DEFINER), on this sandbox's records only. ``qs_refuse`` is what the wire
+    endpoint runs in place of a refused statement (:mod:`aep_emulator.qs_guard`).
     """
     with emu.db.connection() as conn:
         # Emulators sharing one PostgreSQL may start together; concurrent DDL on one function conflicts.
