@@ -160,7 +160,13 @@ class AEPFlowServiceHook(AEPRestHook):
         except AEPApiError as err:
             if err.status == 400 and NOT_READY_FOR_EXPORT in err.message.lower():
                 raise AEPNotReadyError(
-                    err.status, err.body, method=err.method, url=err.url, request_id=err.request_id
+                    err.status,
+                    err.body,
+                    method=err.method,
+                    url=err.url,
+                    request_id=err.request_id,
+                    conn_id=err.conn_id,
+                    sandbox=err.sandbox,
                 ) from err
             raise
 
