@@ -114,33 +114,41 @@ class AEPApiError(AEPError):
     @staticmethod
     def for_status(status: int, body: Any, *, token_call: bool = False, **kwargs: Any) -> AEPApiError:
         """
-        The typed error for an answer's status: what it means for a retry.
-
-        429 :class:`AEPThrottledError`, 5xx :class:`AEPServerError`, 409 and 412
-        :class:`AEPConflictError` (races), 401 and 403 :class:`AEPAuthError`, 404
-        :class:`AEPNotFoundError`, any other 4xx :class:`AEPRequestError`. On the IMS token call
-        every 4xx but 429 is an :class:`AEPAuthError` (IMS answers bad credentials with 400 or 401).
+        The typed error for an answer's status (:func:`api_error_class`).
 
         :param status: HTTP status code.
         :param body: the decoded error body.
         :param token_call: the answer is IMS's to a token request.
         :param kwargs: as :class:`AEPApiError`'s.
         """
-        if status == 429:
-            cls: type[AEPApiError] = AEPThrottledError
-        elif status >= 500:
-            cls = AEPServerError
-        elif (token_call and status >= 400) or status in (401, 403):
-            cls = AEPAuthError
-        elif status in (409, 412):
-            cls = AEPConflictError
-        elif status == 404:
-            cls = AEPNotFoundError
-        elif 400 <= status < 500:
-            cls = AEPRequestError
-        else:
-            cls = AEPApiError
-        return cls(status, body, **kwargs)
+        return api_error_class(status, token_call=token_call)(status, body, **kwargs)
+
+
+def api_error_class(status: int, *, token_call: bool = False) -> type[AEPApiError]:
+    """
+    What an answer's status means for a retry, as the error class that stands for it.
+
+    429 :class:`AEPThrottledError`, 5xx :class:`AEPServerError`, 409 and 412 :class:`AEPConflictError`
+    (races), 401 and 403 :class:`AEPAuthError`, 404 :class:`AEPNotFoundError`, any other 4xx
+    :class:`AEPRequestError`. On the IMS token call every 4xx but 429 is an :class:`AEPAuthError`
+    (IMS answers bad credentials with 400 or 401).
+
+    :param status: HTTP status code.
+    :param token_call: the answer is IMS's to a token request.
+    """
+    if status == 429:
+        return AEPThrottledError
+    if status >= 500:
+        return AEPServerError
+    if (token_call and status >= 400) or status in (401, 403):
+        return AEPAuthError
+    if status in (409, 412):
+        return AEPConflictError
+    if status == 404:
+        return AEPNotFoundError
+    if 400 <= status < 500:
+        return AEPRequestError
+    return AEPApiError
 
 
 class AEPThrottledError(AEPApiError):
@@ -249,17 +257,25 @@ class AEPTerminalStateError(AEPError):
     :param errors: AEP's error list for the job.
     """
 
+    #: what it means for the task, appended to the message
+    outlook: ClassVar[str] = ""
+
     def __init__(self, kind: str, resource_id: str, state: str, errors: list | None = None) -> None:
         self.kind = kind
         self.resource_id = resource_id
         self.state = state
         self.errors = list(errors or [])
-        super().__init__(f"AEP {kind} {resource_id} ended in state {state}: {self.errors}")
+        text = f"AEP {kind} {resource_id} ended in state {state}: {self.errors}"
+        super().__init__(f"{text}. {self.outlook}" if self.outlook else text)
 
 
 class AEPJobFailedError(AEPTerminalStateError, AirflowFailException):
-    """AEP failed the job for what it was asked to do (its SQL, data, definition): a rerun would fail alike."""
+    """AEP failed the job for what it was asked to do (its SQL, data, definition): a retry would fail alike."""
+
+    outlook = "Not retried: the same job would fail the same way; fix what AEP's errors name"
 
 
 class AEPTransientJobError(AEPTerminalStateError):
-    """AEP failed the job with a system error only: the try fails and its retry starts the job anew."""
+    """AEP failed the job with system errors only: the try fails, and the task's retry starts the job anew."""
+
+    outlook = "A system error of AEP's: the task's retry starts it anew"

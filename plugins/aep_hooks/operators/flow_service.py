@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 from airflow.sdk.exceptions import AirflowFailException
 
-from aep_hooks.exceptions import AEPApiError
+from aep_hooks.exceptions import AEPApiError, AEPNoRowsError
 from aep_hooks.links import AEPAudienceLink, AEPDatasetLink, AEPFlowRunLink
 from aep_hooks.operators.base import AEPBaseOperator, load_json
 from aep_hooks.triggers.flow_service import FlowRunTrigger
@@ -115,7 +115,7 @@ class _AEPFlowOperator(AEPBaseOperator):
         return self.wait_for(context, FlowRunTrigger, pending[0], method_kwargs={"run_ids": run_ids})
 
     def execute_complete(self, context: Context, event: dict[str, Any], **kwargs: Any) -> Any:
-        self.check_event(FLOW_RUN.name, event)
+        self.check_event(FLOW_RUN, event)
         run_ids = kwargs["run_ids"]
         runs = {r: self.hook.get_run(r) for r in run_ids}
         pending = [r for r, run in runs.items() if FLOW_RUN.classify(run)[0] == RUNNING]
@@ -125,7 +125,7 @@ class _AEPFlowOperator(AEPBaseOperator):
         for run_id, run in runs.items():
             outcome = FLOW_RUN.outcome(run_id, run)
             if outcome["status"] != SUCCESS:
-                self.check_event(FLOW_RUN.name, outcome)
+                self.check_event(FLOW_RUN, outcome)
         return self.result(context, list(runs.values()))
 
     def result(self, context: Context, runs: list[dict[str, Any]]) -> Any:
@@ -258,6 +258,11 @@ class AEPDatasetExportOperator(_AEPFlowOperator):
             match = _EXPORT_TIME.match(key[len(root) :]) if key.startswith(root) else None
             if match and started_minute <= _export_time_ms(match.group(1)) <= duration["completedAtUTC"]:
                 folders.setdefault(root + match.group(0), []).append(key)
+        if not folders and not _run_metrics(run, "recordSummary").get("outputRecordCount"):
+            raise AEPNoRowsError(
+                f"Run {run['id']} exported no rows: dataset {self.dataset_id} is empty. Check the task that fills it"
+                " (a query that selected nothing, an ingestion that did not run for this date)"
+            )
         if len(folders) != 1:
             raise AirflowFailException(
                 f"Run {run['id']} should have written one exportTime folder under s3://{self.s3_bucket}/{root}, found {sorted(folders)}"

@@ -38,7 +38,8 @@ class FakeS3:
         return sorted(k for k in self.objects if k.startswith(prefix))
 
     def head_object(self, key, bucket_name):
-        return {"ContentLength": len(self.objects[key])}
+        """As S3Hook's: None for a missing key."""
+        return {"ContentLength": len(self.objects[key])} if key in self.objects else None
 
     def get_key(self, key, bucket_name):
         return SimpleNamespace(get=lambda: {"Body": io.BytesIO(self.objects[key])})

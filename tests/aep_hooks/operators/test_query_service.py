@@ -43,6 +43,18 @@ def test_query_retry_reconnects_to_running_query(requests_mock, context, state):
     context["ti"].xcom_push.assert_any_call(key=AEPQueryLink.key, value="q1")
 
 
+def test_query_that_succeeded_in_an_earlier_try_is_never_submitted_again(requests_mock, context, state):
+    """An INSERT INTO run twice doubles its rows, a CTAS run twice fails: the retry takes the result."""
+    state.set("query_id", "q1")
+    state.set("query_id.retry_sequence", 3)
+    context["ti"].max_tries = 3
+    requests_mock.get(f"{QUERIES}/q1", json={"id": "q1", "state": "SUCCESS", "rowCount": 3})
+    submit = requests_mock.post(QUERIES, json={"id": "q2"})
+
+    assert query_operator().execute(context) == {"query_id": "q1", "state": "SUCCESS", "rowCount": 3}
+    assert submit.call_count == 0
+
+
 def test_query_after_finished_query_submits_anew_and_persists_before_polling(requests_mock, context, state):
     state.set("query_id", "q0")
     requests_mock.get(f"{QUERIES}/q0", json={"id": "q0", "state": "SUCCESS"})
