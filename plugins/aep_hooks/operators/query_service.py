@@ -10,12 +10,12 @@ import sqlglot
 from airflow.sdk.exceptions import AirflowFailException
 from sqlglot import exp
 
-from aep_hooks.exceptions import AEPNoRowsError
+from aep_hooks.exceptions import AEPInputError, AEPNoRowsError
 from aep_hooks.hooks.query_service import AEPQueryServiceHook
 from aep_hooks.links import AEPDatasetLink, AEPQueryLink
 from aep_hooks.operators.base import AEPBaseOperator, load_json
 from aep_hooks.triggers.query_service import QueryStatusTrigger
-from aep_hooks.utils.job_states import QUERY
+from aep_hooks.utils.job_states import QUERY, sql_fault
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -179,7 +179,17 @@ class AEPQueryOperator(AEPBaseOperator):
         return result
 
     def _run_interactive(self) -> dict[str, Any]:
-        rows = AEPQueryServiceHook(aep_conn_id=self.aep_conn_id, sandbox=self.sandbox).get_records(self.sql) or []
+        try:
+            rows = AEPQueryServiceHook(aep_conn_id=self.aep_conn_id, sandbox=self.sandbox).get_records(self.sql) or []
+        except Exception as err:
+            # psycopg 3 names it sqlstate, psycopg2 pgcode; any other error (a dropped connection) stays retryable.
+            sqlstate = getattr(err, "sqlstate", None) or getattr(err, "pgcode", None)
+            if not sql_fault(sqlstate):
+                raise
+            raise AEPInputError(
+                f"Query Service refused the SQL of {self.task_id} (SQLSTATE {sqlstate}): {str(err).strip()}."
+                " Not retried: fix the SQL or its parameters"
+            ) from err
         if len(rows) > self.max_rows:
             raise AirflowFailException(
                 f"Interactive query returned {len(rows)} rows (max_rows={self.max_rows}); use mode='async' with a CTAS"

@@ -161,6 +161,21 @@ def query_failed_transiently(state: str, errors: list) -> bool:
     )
 
 
+#: SQLSTATE classes of the SQL's own faults (docs/aep-behaviour.md#query-service): unsupported
+#: feature, cardinality, data, integrity, syntax or access, check option, and authorization (the
+#: token is fresh at connect time, so a refused one is a refused client).
+SQL_FAULT_SQLSTATE_CLASSES = frozenset({"0A", "21", "22", "23", "28", "42", "44"})
+
+
+def sql_fault(sqlstate: str | None) -> bool:
+    """
+    Tell whether a Query Service SQLSTATE blames the SQL or the client (not retryable), not the service.
+
+    :param sqlstate: the five-character SQLSTATE of a wire-protocol error, if it had one.
+    """
+    return bool(sqlstate) and (sqlstate[:2] in SQL_FAULT_SQLSTATE_CLASSES or sqlstate in QUERY_LIMIT_CODES)
+
+
 def never_transient(state: str, errors: list) -> bool:
     """A failed job of this kind is taken as failed for what it was asked to do."""
     return False

@@ -124,6 +124,7 @@ def test_a_transient_query_failure_fails_the_try_and_the_retry_submits_it_anew(
         pytest.param("invalid-sql", "rebuild", "Not retried: the same job would fail the same way", id="invalid-sql"),
         pytest.param("no-connection", "ensure", "Airflow connection 'aep_default' is not defined", id="no-connection"),
         pytest.param("sandbox-not-allowed", "ensure", "may not make this call in sandbox 'nosuch'", id="bad-sandbox"),
+        pytest.param("invalid-interactive-sql", "count", "Query Service refused the SQL of count", id="wire-sql"),
     ],
 )
 def test_errors_no_retry_can_fix_fail_on_the_first_try(
@@ -133,6 +134,8 @@ def test_errors_no_retry_can_fix_fail_on_the_first_try(
         Path(names["searchpath"], "rebuild.sql").write_text(
             "DROP TABLE IF EXISTS high_x; CREATE TABLE high_x AS SELECT no_such_column FROM no_such_table"
         )
+    elif failure == "invalid-interactive-sql":
+        Path(names["searchpath"], "count.sql").write_text("SELEC COUNT(*) FROM nowhere")
     elif failure == "no-connection":
         monkeypatch.delenv("AIRFLOW_CONN_AEP_DEFAULT")
     else:
@@ -142,7 +145,8 @@ def test_errors_no_retry_can_fix_fail_on_the_first_try(
         )
     started = time.monotonic()
 
-    dag_run = run_dag(pipeline(dag_id, names, deferrable=False, stages=("ensure", "ingest", "rebuild"), retries=3))
+    stages = ("ensure", "count") if failing_task == "count" else ("ensure", "ingest", "rebuild")
+    dag_run = run_dag(pipeline(dag_id, names, deferrable=False, stages=stages, retries=3))
 
     elapsed = time.monotonic() - started
     assert dag_run.state == DagRunState.FAILED
