@@ -111,6 +111,25 @@ class AEPApiError(AEPError):
         """What to do about this error (the class's ``fix``; a class may tell statuses apart)."""
         return self.fix
 
+    def retyped(self, cls: type[AEPApiError], **kwargs: Any) -> AEPApiError:
+        """
+        This answer as another error class (one that knows more of what it means).
+
+        :param cls: the class.
+        :param kwargs: further arguments of ``cls``.
+        """
+        return cls(
+            self.status,
+            self.body,
+            method=self.method,
+            url=self.url,
+            request_id=self.request_id,
+            retry_after=self.retry_after,
+            conn_id=self.conn_id,
+            sandbox=self.sandbox,
+            **kwargs,
+        )
+
     @staticmethod
     def for_status(status: int, body: Any, *, token_call: bool = False, **kwargs: Any) -> AEPApiError:
         """
@@ -172,19 +191,9 @@ class AEPThrottledError(AEPApiError):
             " retry of the task get through"
         )
 
-    def giving_up(self, attempts: int) -> AEPThrottledError:
+    def giving_up(self, attempts: int) -> AEPApiError:
         """The error that ends the retries of a call AEP throttled ``attempts`` times."""
-        return AEPThrottledError(
-            self.status,
-            self.body,
-            method=self.method,
-            url=self.url,
-            request_id=self.request_id,
-            retry_after=self.retry_after,
-            conn_id=self.conn_id,
-            sandbox=self.sandbox,
-            attempts=attempts,
-        )
+        return self.retyped(AEPThrottledError, attempts=attempts)
 
 
 class AEPServerError(AEPApiError):

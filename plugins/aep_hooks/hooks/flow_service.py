@@ -168,15 +168,7 @@ class AEPFlowServiceHook(AEPRestHook):
             )
         except AEPApiError as err:
             if err.status == 400 and NOT_READY_FOR_EXPORT in err.message.lower():
-                raise AEPNotReadyError(
-                    err.status,
-                    err.body,
-                    method=err.method,
-                    url=err.url,
-                    request_id=err.request_id,
-                    conn_id=err.conn_id,
-                    sandbox=err.sandbox,
-                ) from err
+                raise err.retyped(AEPNotReadyError) from err
             raise
 
     def run_audience_activation(self, flow_id: str, audience_ids: list[str]) -> dict:

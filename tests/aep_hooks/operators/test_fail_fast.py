@@ -5,7 +5,6 @@ fix in the message (``AirflowFailException``); what is transient fails only the 
 
 from __future__ import annotations
 
-from datetime import timedelta
 from unittest import mock
 
 import pytest
@@ -14,28 +13,23 @@ from aep_hooks.exceptions import (
     AEPAuthError,
     AEPConnectionError,
     AEPInputError,
-    AEPJobFailedError,
     AEPMissingObjectError,
     AEPNoRowsError,
     AEPRequestError,
     AEPServerError,
-    AEPTransientJobError,
 )
 from aep_hooks.operators.catalog import AEPEnsureDatasetOperator
 from aep_hooks.operators.ingestion import AEPBatchIngestOperator
-from aep_hooks.operators.query_service import AEPQueryOperator, source_tables
+from aep_hooks.operators.query_service import source_tables
 from aep_hooks.utils.job_states import QUERY
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from tests.aep_hooks.operators.conftest import PLATFORM, FakeS3, calls
+from tests.aep_hooks.operators.test_query_service import query_operator
 
 QUERIES = f"{PLATFORM}/data/foundation/query/queries"
 BATCHES = f"{PLATFORM}/data/foundation/import/batches"
 CTAS_SQL = "CREATE TABLE features AS SELECT e.id FROM events_2026 e JOIN profiles p ON e.id = p.id"
-
-
-def query_operator(sql: str = "SELECT 1 AS x") -> AEPQueryOperator:
-    return AEPQueryOperator(task_id="q", sql=sql, deferrable=False, poll_interval=0.01, timeout=timedelta(seconds=5))
 
 
 def ingest_operator(objects: dict[str, bytes], **kwargs) -> AEPBatchIngestOperator:
@@ -97,64 +91,6 @@ class TestErrorsNoRetryCanFix:
 
         assert isinstance(err.value, AirflowFailException)
         assert submit.call_count == (2 if status == 401 else 1)  # a 401 is re-sent once with a new token
-
-    @pytest.mark.parametrize(
-        ("errors", "error_type"),
-        [
-            pytest.param(
-                [{"code": "42P01", "message": "Table not found", "errorType": "USER_ERROR"}],
-                AEPJobFailedError,
-                id="user-error",
-            ),
-            pytest.param(
-                [{"code": "58000", "message": "Function [varchar] not defined", "errorType": "USER_ERROR"}],
-                AEPJobFailedError,
-                id="58000-analysis-error",
-            ),
-            pytest.param(
-                [{"code": "53400", "message": "LIMIT above 100000", "errorType": "SYSTEM_ERROR"}],
-                AEPJobFailedError,
-                id="limit-exceeded",
-            ),
-            pytest.param([{"code": "58000", "message": "?"}], AEPJobFailedError, id="no-error-type"),
-            pytest.param(
-                [{"code": "58000", "message": "Internal error", "errorType": "SYSTEM_ERROR"}],
-                AEPTransientJobError,
-                id="system-error",
-            ),
-        ],
-    )
-    def test_a_failed_query_fails_the_task_unless_aep_says_system_error(
-        self, requests_mock, context, errors, error_type
-    ):
-        requests_mock.post(QUERIES, json={"id": "q1"})
-        requests_mock.get(f"{QUERIES}/q1", json={"id": "q1", "state": "FAILED", "errors": errors})
-
-        with pytest.raises(error_type, match=f"AEP query q1 ended in state FAILED.*{errors[0]['code']}") as err:
-            query_operator().execute(context)
-
-        assert isinstance(err.value, AirflowFailException) is (error_type is AEPJobFailedError)
-
-    def test_a_ctas_that_wrote_no_rows_names_its_empty_inputs(self, requests_mock, context):
-        requests_mock.post(QUERIES, json={"id": "q1"})
-        requests_mock.get(
-            f"{QUERIES}/q1",
-            json={
-                "id": "q1",
-                "state": "SUCCESS",
-                "isCTAS": True,
-                "rowCount": 0,
-                "_links": {"created_dataset": {"id": "d9"}},
-            },
-        )
-        requests_mock.get(f"{PLATFORM}/data/foundation/catalog/dataSets/d9", json={"d9": {"name": "features"}})
-
-        with pytest.raises(AEPNoRowsError) as err:
-            query_operator(sql=CTAS_SQL).execute(context)
-
-        assert str(err.value).startswith("Query q1 (q) succeeded but wrote no rows to dataset d9")
-        assert "its input tables (events_2026, profiles) have no rows it selects" in str(err.value)
-        assert "allow_empty=True" in str(err.value)
 
     @pytest.mark.parametrize(
         ("objects", "kwargs", "error_type", "message"),
