@@ -85,22 +85,24 @@ class ScriptedPlatform:
     """
 
     def __init__(self) -> None:
-        self.script: dict[tuple[str, str], list[tuple[int, dict]]] = {}
+        self.script: dict[tuple[str, str], list[tuple[int, dict, dict]]] = {}
         self.requests: list[web.Request] = []
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", self.handle)
         self.server = TestServer(app)
 
-    def add(self, method: str, path: str, status: int = 200, body: dict | None = None) -> None:
-        self.script.setdefault((method, path), []).append((status, body or {}))
+    def add(
+        self, method: str, path: str, status: int = 200, body: dict | None = None, headers: dict | None = None
+    ) -> None:
+        self.script.setdefault((method, path), []).append((status, body or {}, headers or {}))
 
     def calls(self, method: str, path: str) -> list[web.Request]:
         return [r for r in self.requests if (r.method, r.path) == (method, path)]
 
     async def handle(self, request: web.Request) -> web.Response:
         self.requests.append(request)
-        status, body = self.script[(request.method, request.path)].pop(0)
-        return web.json_response(body, status=status)
+        status, body, headers = self.script[(request.method, request.path)].pop(0)
+        return web.json_response(body, status=status, headers=headers)
 
     @property
     def url(self) -> str:

@@ -5,7 +5,16 @@ from __future__ import annotations
 import re
 
 import pytest
-from aep_hooks.exceptions import AEPApiError
+from aep_hooks.exceptions import (
+    AEPApiError,
+    AEPAuthError,
+    AEPConflictError,
+    AEPNotFoundError,
+    AEPRequestError,
+    AEPServerError,
+    AEPThrottledError,
+)
+from airflow.sdk.exceptions import AirflowFailException
 
 PLATFORM = "https://platform.test"
 
@@ -52,3 +61,26 @@ class TestApiError:
             "rid-1",
         )
         assert re.search(rf"GET {PLATFORM}/x failed with HTTP 400.*{re.escape(message)}", str(err))
+
+
+@pytest.mark.parametrize(
+    ("status", "token_call", "error_type", "fails_the_task"),
+    [
+        (429, False, AEPThrottledError, False),
+        (429, True, AEPThrottledError, False),
+        (500, False, AEPServerError, False),
+        (503, True, AEPServerError, False),
+        (409, False, AEPConflictError, False),
+        (412, False, AEPConflictError, False),
+        (401, False, AEPAuthError, True),
+        (403, False, AEPAuthError, True),
+        (400, True, AEPAuthError, True),
+        (404, False, AEPNotFoundError, True),
+        (400, False, AEPRequestError, True),
+        (422, False, AEPRequestError, True),
+    ],
+)
+def test_for_status_types_the_error_by_what_a_retry_can_do(status, token_call, error_type, fails_the_task):
+    err = AEPApiError.for_status(status, {"message": "m"}, method="GET", url="u", token_call=token_call, sandbox="dev")
+    assert type(err) is error_type
+    assert isinstance(err, AirflowFailException) is fails_the_task

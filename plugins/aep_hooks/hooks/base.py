@@ -15,16 +15,17 @@ import re
 import time
 from dataclasses import dataclass, field
 from functools import cached_property, partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 from urllib.parse import quote
 
 import aiohttp
 import requests
 from airflow.sdk import BaseHook
+from airflow.sdk.exceptions import AirflowNotFoundException
 from tenacity import RetryCallState, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 from tenacity.wait import wait_base
 
-from aep_hooks.exceptions import AEPApiError
+from aep_hooks.exceptions import AEPApiError, AEPConnectionError, AEPThrottledError
 
 if TYPE_CHECKING:
     from airflow.sdk import Connection
@@ -35,6 +36,7 @@ DEFAULT_SCOPES = "openid,AdobeID,read_organizations,additional_info.projectedPro
 DEFAULT_SANDBOX = "prod"
 DEFAULT_QS_SSLMODE = "require"
 DEFAULT_QS_DIALECT = "spark"
+LIBPQ_SSLMODES = frozenset({"disable", "allow", "prefer", "require", "verify-ca", "verify-full"})
 # Adobe advises a new token well before the 24 h lifetime ends; short (test) lifetimes refresh at half-life.
 TOKEN_REFRESH_LEAD_TIME = 300.0
 
@@ -59,19 +61,33 @@ def is_retryable(exception: BaseException, *, idempotent: bool) -> bool:
 
 class wait_retry_after(wait_base):
     """
-    Wait as long as the server's ``Retry-After`` asked, or else as ``fallback`` says.
+    Wait as long as the server's ``Retry-After`` asked, up to ``longest``, or else as ``fallback`` says.
 
     :param fallback: the wait strategy used when the failure carries no ``Retry-After``.
+    :param longest: the longest wait in seconds, whatever the server asked (a call never hangs on it).
     """
 
-    def __init__(self, fallback: wait_base) -> None:
+    def __init__(self, fallback: wait_base, longest: float) -> None:
         self.fallback = fallback
+        self.longest = longest
 
     def __call__(self, retry_state: RetryCallState) -> float:
         exception = retry_state.outcome.exception() if retry_state.outcome else None
         if isinstance(exception, AEPApiError) and exception.retry_after is not None:
-            return exception.retry_after
+            return min(exception.retry_after, self.longest)
         return self.fallback(retry_state)
+
+
+def give_up(retry_state: RetryCallState) -> NoReturn:
+    """
+    End the retries with the last error; a call still throttled says so, and how many times.
+
+    :param retry_state: tenacity's state after the last attempt.
+    """
+    exception = retry_state.outcome.exception()
+    if isinstance(exception, AEPThrottledError):
+        raise exception.giving_up(retry_state.attempt_number) from exception
+    raise exception
 
 
 def parse_retry_after(value: str | None) -> float | None:
@@ -112,6 +128,28 @@ def decode_body(content: bytes, text: str) -> Any:
         return text
 
 
+def _checked_extras(conn: Connection, extra: Any) -> dict[str, Any]:
+    """The decoded extras; extras that are not a JSON object fail with what is wrong (Airflow only logs it)."""
+    if isinstance(extra, dict) and (extra or not (conn.extra or "").strip()):
+        return extra
+    try:
+        decoded = jsonlib.loads(conn.extra)
+    except ValueError as err:
+        raise AEPConnectionError(f"Airflow connection {conn.conn_id!r} has extras that are not JSON: {err}") from err
+    if not isinstance(decoded, dict):
+        raise AEPConnectionError(f"Airflow connection {conn.conn_id!r} has extras that are not a JSON object")
+    return decoded
+
+
+def connection_not_found(conn_id: str, err: Exception) -> AEPConnectionError:
+    """The error for an ``aep`` connection Airflow does not know, naming how to define it."""
+    return AEPConnectionError(
+        f"Airflow connection {conn_id!r} is not defined ({err}): create it with conn type 'aep' (host = platform URL,"
+        " login/password = client id/secret, extras org_id and sandbox), e.g. as AIRFLOW_CONN_"
+        f"{conn_id.upper()} (bin/stack env prints the local one)"
+    )
+
+
 @dataclass(frozen=True)
 class AEPConnectionSettings:
     """
@@ -149,13 +187,31 @@ class AEPConnectionSettings:
         :param extra: the connection's decoded extras.
         :param sandbox: a sandbox that overrides the connection's.
         """
+        extra = _checked_extras(conn, extra)
         missing = [
-            name
-            for name, value in (("login", conn.login), ("password", conn.password), ("org_id", extra.get("org_id")))
+            what
+            for what, value in (
+                ("login (the client id)", conn.login),
+                ("password (the client secret)", conn.password),
+                ("org_id extra (the IMS org id, …@AdobeOrg)", extra.get("org_id")),
+            )
             if not value
         ]
         if missing:
-            raise ValueError(f"AEP connection {conn.conn_id!r} is missing {', '.join(missing)}")
+            raise AEPConnectionError(
+                f"Airflow connection {conn.conn_id!r} has no {', '.join(missing)}: set them from the Developer"
+                " Console project's OAuth server-to-server credential"
+            )
+        if not str(extra["org_id"]).endswith("@AdobeOrg"):
+            raise AEPConnectionError(
+                f"Airflow connection {conn.conn_id!r} has org_id {extra['org_id']!r}, not an IMS org id: set the"
+                " org_id extra to the id that ends in @AdobeOrg"
+            )
+        sslmode = extra.get("qs_sslmode") or DEFAULT_QS_SSLMODE
+        if sslmode not in LIBPQ_SSLMODES:
+            raise AEPConnectionError(
+                f"Airflow connection {conn.conn_id!r} has qs_sslmode {sslmode!r}: use one of {sorted(LIBPQ_SSLMODES)}"
+            )
         host = (conn.host or DEFAULT_PLATFORM_URL).rstrip("/")
         if "://" not in host:
             host = f"https://{host}"
@@ -167,7 +223,7 @@ class AEPConnectionSettings:
             org_id=extra["org_id"],
             sandbox=sandbox or extra.get("sandbox") or DEFAULT_SANDBOX,
             scopes=extra.get("scopes") or DEFAULT_SCOPES,
-            qs_sslmode=extra.get("qs_sslmode") or DEFAULT_QS_SSLMODE,
+            qs_sslmode=sslmode,
             qs_dialect=extra.get("qs_dialect") or DEFAULT_QS_DIALECT,
         )
 
@@ -190,7 +246,7 @@ class AEPBaseHook(BaseHook):
     :param timeout: seconds to wait for each HTTP call.
     :param retry_limit: attempts per call, the first included.
     :param retry_min_wait: first back-off wait in seconds (also the jitter range).
-    :param retry_max_wait: longest back-off wait in seconds (a ``Retry-After`` is honoured as sent).
+    :param retry_max_wait: longest wait between attempts in seconds, also for a longer ``Retry-After``.
     """
 
     conn_name_attr = "aep_conn_id"
@@ -222,7 +278,10 @@ class AEPBaseHook(BaseHook):
     @cached_property
     def settings(self) -> AEPConnectionSettings:
         """The connection's settings, read on first use."""
-        conn = self.get_connection(self.aep_conn_id)
+        try:
+            conn = self.get_connection(self.aep_conn_id)
+        except AirflowNotFoundException as err:
+            raise connection_not_found(self.aep_conn_id, err) from err
         return AEPConnectionSettings.from_connection(conn, conn.extra_dejson, self._sandbox)
 
     def _retry_args(self, *, idempotent: bool) -> dict[str, Any]:
@@ -232,11 +291,12 @@ class AEPBaseHook(BaseHook):
             "wait": wait_retry_after(
                 wait_exponential_jitter(
                     multiplier=self.retry_min_wait, max=self.retry_max_wait, jitter=self.retry_min_wait
-                )
+                ),
+                longest=self.retry_max_wait,
             ),
             "retry": retry_if_exception(partial(is_retryable, idempotent=idempotent)),
             "before_sleep": self._log_retry,
-            "reraise": True,
+            "retry_error_callback": give_up,
         }
 
     def _log_retry(self, retry_state: RetryCallState) -> None:
@@ -247,6 +307,10 @@ class AEPBaseHook(BaseHook):
             retry_state.outcome.exception() if retry_state.outcome else None,
             retry_state.next_action.sleep if retry_state.next_action else 0.0,
         )
+
+    def _api_error(self, status: int, body: Any, **kwargs: Any) -> AEPApiError:
+        """The typed error of a non-2xx answer, naming this hook's connection and sandbox for the fix."""
+        return AEPApiError.for_status(status, body, conn_id=self.aep_conn_id, sandbox=self.settings.sandbox, **kwargs)
 
     @staticmethod
     def _is_idempotent(method: str, idempotent: bool | None) -> bool:

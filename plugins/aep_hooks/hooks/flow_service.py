@@ -12,7 +12,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_fixed
 
-from aep_hooks.exceptions import AEPApiError, AEPError, AEPNotReadyError
+from aep_hooks.exceptions import AEPApiError, AEPError, AEPNotFoundError, AEPNotReadyError
 from aep_hooks.hooks.base import decode_body, item_path
 from aep_hooks.hooks.rest import AEPRestHook
 
@@ -70,25 +70,34 @@ class AEPFlowServiceHook(AEPRestHook):
         """
         return self.post_json(item_path(FLOW_SERVICE, kind), body)
 
+    def get_flow_item(self, kind: str, item_id: str) -> dict:
+        """
+        Return a Flow Service item by id.
+
+        :param kind: ``connections``, ``sourceConnections``, ``targetConnections`` or ``flows``.
+        :param item_id: the item id.
+        """
+        return first_item(self.get_json(item_path(item_path(FLOW_SERVICE, kind), item_id)), f"{kind} {item_id}")
+
     def get_flow(self, flow_id: str) -> dict:
         """
         Return a flow (with its ``etag``).
 
         :param flow_id: the flow id.
         """
-        return first_item(self.get_json(item_path(FLOWS, flow_id)), f"flow {flow_id}")
+        return self.get_flow_item("flows", flow_id)
 
-    def delete_flow(self, flow_id: str) -> None:
+    def delete_flow_item(self, kind: str, item_id: str) -> None:
         """
-        Delete a flow (idempotent: a retry after a lost answer finds it gone, which is the goal).
+        Delete a Flow Service item (idempotent: a retry after a lost answer finds it gone, which is the goal).
 
-        :param flow_id: the flow id.
+        :param kind: ``connections``, ``sourceConnections``, ``targetConnections`` or ``flows``.
+        :param item_id: the item id.
         """
         try:
-            self.request("DELETE", item_path(FLOWS, flow_id))
-        except AEPApiError as err:
-            if err.status != 404:
-                raise
+            self.request("DELETE", item_path(item_path(FLOW_SERVICE, kind), item_id))
+        except AEPNotFoundError:
+            pass
 
     def patch_flow(self, flow_id: str, ops: list[dict]) -> dict:
         """
@@ -159,9 +168,7 @@ class AEPFlowServiceHook(AEPRestHook):
             )
         except AEPApiError as err:
             if err.status == 400 and NOT_READY_FOR_EXPORT in err.message.lower():
-                raise AEPNotReadyError(
-                    err.status, err.body, method=err.method, url=err.url, request_id=err.request_id
-                ) from err
+                raise err.retyped(AEPNotReadyError) from err
             raise
 
     def run_audience_activation(self, flow_id: str, audience_ids: list[str]) -> dict:

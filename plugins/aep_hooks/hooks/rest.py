@@ -14,11 +14,17 @@ from urllib.parse import urlsplit
 
 import aiohttp
 import requests
+from airflow.sdk.exceptions import AirflowNotFoundException
 from airflow.sdk.log import amask_secret, mask_secret
 from tenacity import AsyncRetrying, Retrying
 
-from aep_hooks.exceptions import AEPApiError, AEPAuthError
-from aep_hooks.hooks.base import AEPBaseHook, AEPConnectionSettings, decode_body, parse_retry_after
+from aep_hooks.hooks.base import (
+    AEPBaseHook,
+    AEPConnectionSettings,
+    connection_not_found,
+    decode_body,
+    parse_retry_after,
+)
 
 
 def _path_and_query(href: str, current_path: str) -> str:
@@ -72,12 +78,13 @@ class AEPRestHook(AEPBaseHook):
     def _fetch_token(self) -> dict[str, Any]:
         response = self.session.post(self.settings.ims_url, data=self._token_form(), timeout=self.timeout)
         if not response.ok:
-            raise AEPAuthError(
+            raise self._api_error(
                 response.status_code,
                 decode_body(response.content, response.text),
                 method="POST",
                 url=self.settings.ims_url,
                 retry_after=parse_retry_after(response.headers.get("Retry-After")),
+                token_call=True,
             )
         return response.json()
 
@@ -104,7 +111,8 @@ class AEPRestHook(AEPBaseHook):
         :param idempotent: whether the call may be re-sent after a 5xx or timeout; by default true
             for GET/HEAD/PUT/DELETE, false for POST/PATCH. A 429 is retried either way.
         :return: the 2xx response.
-        :raises AEPApiError: on a non-2xx answer, once retries (if any) are used up.
+        :raises AEPApiError: on a non-2xx answer, once retries (if any) are used up: the subclass
+            :meth:`~aep_hooks.exceptions.AEPApiError.for_status` picks (those no retry can fix fail the task).
         """
         method = method.upper()
         retrying = Retrying(**self._retry_args(idempotent=self._is_idempotent(method, idempotent)))
@@ -116,7 +124,7 @@ class AEPRestHook(AEPBaseHook):
             self.log.info("AEP rejected the token on %s %s; fetching a new one", method, path)
             response = self._send_once(method, path, self.get_token(force_refresh=True), **kwargs)
         if not response.ok:
-            raise AEPApiError(
+            raise self._api_error(
                 response.status_code,
                 decode_body(response.content, response.text),
                 method=method,
@@ -196,7 +204,10 @@ class AEPAsyncHook(AEPBaseHook):
 
     async def _load_settings(self) -> None:
         if "settings" not in self.__dict__:
-            conn = await self.aget_connection(self.aep_conn_id)
+            try:
+                conn = await self.aget_connection(self.aep_conn_id)
+            except AirflowNotFoundException as err:
+                raise connection_not_found(self.aep_conn_id, err) from err
             self.settings = AEPConnectionSettings.from_connection(conn, await conn.aextra_dejson(), self._sandbox)
 
     async def get_json(self, path: str, params: dict[str, Any] | None = None) -> Any:
@@ -238,12 +249,13 @@ class AEPAsyncHook(AEPBaseHook):
         async with session.post(self.settings.ims_url, data=self._token_form()) as response:
             body = decode_body(await response.read(), await response.text())
             if response.status >= 400:
-                raise AEPAuthError(
+                raise self._api_error(
                     response.status,
                     body,
                     method="POST",
                     url=self.settings.ims_url,
                     retry_after=parse_retry_after(response.headers.get("Retry-After")),
+                    token_call=True,
                 )
             return body
 
@@ -254,7 +266,7 @@ class AEPAsyncHook(AEPBaseHook):
             token = await self._get_token(session, force_refresh=True)
             reply = await self._send_once(session, method, path, token, **kwargs)
         if reply.status >= 400:
-            raise AEPApiError(
+            raise self._api_error(
                 reply.status,
                 reply.body,
                 method=method,

@@ -5,10 +5,15 @@ Every operator is safe to retry and to rerun: resources are found by determinist
 anything is created and creates are never retried blindly. An operator that starts a long-running
 AEP job (a query, a batch, flow runs, a segment job) goes through
 :meth:`AEPBaseOperator.start_or_reattach`, which keeps the job's id in ``task_state_store`` before
-any wait, so that a retry reconnects to the job it started while that job is still in flight; a
-finished job is never reused (a cleared task runs again). Then :meth:`AEPBaseOperator.wait_for`
-waits until the deadline: a deferral to a trigger, or (``deferrable=False``) a poll with the same
-status classification.
+any wait, so that a retry reconnects to the job it started while that job is still in flight, and
+takes the result of one that succeeded in an earlier try of the same run of the task (a cleared
+task runs it again). Then :meth:`AEPBaseOperator.wait_for` waits until the deadline: a deferral to
+a trigger, or (``deferrable=False``) a poll with the same status classification.
+
+Failures are fast where no retry can help: the hooks' typed errors for those are
+``AirflowFailException`` already, a ``ValueError`` out of an operator (bad input) is turned into
+one, and :meth:`AEPBaseOperator.check_event` fails the task on a job AEP failed for its content,
+but only the try on a transient system error.
 """
 
 from __future__ import annotations
@@ -17,17 +22,24 @@ import json
 import time
 from collections.abc import Callable
 from datetime import timedelta
-from functools import cached_property, partial
+from functools import cached_property, wraps
 from typing import TYPE_CHECKING, Any
 
+import requests
 from airflow.sdk import BaseOperator, conf
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
-from aep_hooks.exceptions import AEPTerminalStateError
+from aep_hooks.exceptions import (
+    AEPInputError,
+    AEPJobFailedError,
+    AEPNotFoundError,
+    AEPTransientJobError,
+    api_error_class,
+)
 from aep_hooks.hooks.aep import AEPHook
 from aep_hooks.links import AEPBaseLink
 from aep_hooks.triggers.base import AEPJobTrigger
-from aep_hooks.utils.job_states import RUNNING, SUCCESS, TIMEOUT, JobKind, poll_waits
+from aep_hooks.utils.job_states import ERROR, RUNNING, SUCCESS, TIMEOUT, JobKind, poll_waits
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -36,6 +48,42 @@ if TYPE_CHECKING:
 def load_json(value: Any) -> Any:
     """A template field that may hold a rendered ``.json`` file (a string) or a Python value."""
     return json.loads(value) if isinstance(value, str) else value
+
+
+def fail_fast_on_bad_input(method: Callable) -> Callable:
+    """
+    Fail the task at once on a ``ValueError``: bad input (a template, an upstream output) that no retry fixes.
+
+    A reply AEP garbled (``requests``' JSON decode error is also a ``ValueError``) stays retryable.
+    """
+
+    @wraps(method)
+    def run(self: AEPBaseOperator, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except ValueError as err:
+            if isinstance(err, requests.RequestException):
+                raise
+            raise AEPInputError(
+                f"Task {self.task_id} got invalid input: {err}. A retry would fail the same way: fix the input"
+                " (the task's arguments or the upstream output it takes) and clear the task"
+            ) from err
+
+    return run
+
+
+def retry_sequence(context: Context) -> int | None:
+    """
+    Which run of the task's tries this try belongs to: the task instance's ``max_tries``.
+
+    Airflow keeps ``max_tries`` across the retries of one run and raises it when the task is
+    cleared (to the try number plus the retries), so two tries share it exactly when the second
+    is a retry of the first. None outside a task run.
+
+    :param context: the task context.
+    """
+    max_tries = getattr(context.get("ti"), "max_tries", None)
+    return max_tries if isinstance(max_tries, int) else None
 
 
 class TaskState:
@@ -74,6 +122,12 @@ class AEPBaseOperator(BaseOperator):
     ui_color = "#fa0f00"
     ui_fgcolor = "#ffffff"
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for name in ("execute", "execute_complete"):
+            if name in cls.__dict__:
+                setattr(cls, name, fail_fast_on_bad_input(cls.__dict__[name]))
+
     def __init__(
         self,
         *,
@@ -109,10 +163,13 @@ class AEPBaseOperator(BaseOperator):
         find_in_flight: Callable[[Any], Any] | None = None,
     ) -> Any:
         """
-        The job an earlier try kept under ``key`` while it is in flight, else the one ``start`` starts.
+        The job an earlier try kept under ``key`` while it is in flight, or when it succeeded in an
+        earlier try of this run of the task; else the one ``start`` starts.
 
         What is returned is kept under ``key`` before anything waits on it, so a retry after a
-        crash, a deadline or a lost trigger follows this job instead of starting a second one.
+        crash, a deadline or a lost trigger follows this job instead of starting a second one, and
+        a retry after the job succeeded (a later step of the try failed) never runs it twice. A
+        cleared task (a new :func:`retry_sequence`) starts its job anew.
 
         :param context: the task context.
         :param job: the kind of job (how it is read and classified).
@@ -122,17 +179,33 @@ class AEPBaseOperator(BaseOperator):
             kept value while any of its ids is running).
         """
         state = TaskState(context)
-        in_flight = (find_in_flight or partial(self._while_running, job))(state.get(key))
+        kept, sequence, sequence_key = state.get(key), retry_sequence(context), f"{key}.retry_sequence"
+        same_run = kept is not None and sequence is not None and state.get(sequence_key) == sequence
+        statuses = self._statuses(job, kept) if kept and (same_run or find_in_flight is None) else []
+        if same_run and statuses and all(status == SUCCESS for status in statuses):
+            self.log.info("%s %s succeeded in an earlier try: taking its result, not starting it again", job.name, kept)
+            return kept
+        if find_in_flight is not None:
+            in_flight = find_in_flight(kept)
+        else:
+            in_flight = kept if RUNNING in statuses else None
         if in_flight:
             self.log.info("Reconnecting to %s %s, still in flight from an earlier try", job.name, in_flight)
         job_ids = in_flight or start()
         state.set(key, job_ids)
+        if sequence is not None:
+            state.set(sequence_key, sequence)
         return job_ids
 
-    def _while_running(self, job: JobKind, kept: Any) -> Any:
-        """``kept`` (a job id or a list of them) while any of its jobs is running, else None."""
-        ids = [kept] if isinstance(kept, str) else kept or []
-        return kept if any(job.classify(getattr(self.hook, job.read)(i))[0] == RUNNING for i in ids) else None
+    def _statuses(self, job: JobKind, kept: Any) -> list[str]:
+        """The classified status of each kept job (a job id or a list of them); one AEP no longer has is ``error``."""
+        statuses = []
+        for job_id in [kept] if isinstance(kept, str) else kept:
+            try:
+                statuses.append(job.classify(getattr(self.hook, job.read)(job_id))[0])
+            except AEPNotFoundError:
+                statuses.append(ERROR)
+        return statuses
 
     def wait_for(
         self,
@@ -183,29 +256,35 @@ class AEPBaseOperator(BaseOperator):
             next_kwargs = {**(TaskState(context).get("defer_kwargs") or {}), **next_kwargs}
         return super().resume_execution(next_method, next_kwargs, context)
 
-    def check_event(self, kind: str, event: dict[str, Any]) -> str:
+    def check_event(self, job: JobKind, event: dict[str, Any]) -> str:
         """
         Raise unless the job ended well; return its id.
 
-        A failed job fails the task without retries (AEP's errors are in the message); a job still
-        running at the deadline fails the try, and the retry reconnects to it.
+        A job AEP failed for what it was asked to do fails the task without retries (AEP's errors
+        are in the message); one that failed with transient system errors only, ran past the
+        deadline or could not be read fails the try, and the retry reconnects to it or starts it anew.
 
-        :param kind: what the job is, for messages.
+        :param job: the kind of job (its name for messages, which failures are transient).
         :param event: a trigger event, or the same shape built by the sync path.
         """
-        self.log.info("AEP %s %s ended: %s (%s)", kind, event["id"], event["status"], event.get("state"))
+        self.log.info("AEP %s %s ended: %s (%s)", job.name, event["id"], event["status"], event.get("state"))
         if event["status"] == SUCCESS:
             return event["id"]
         if event["status"] == TIMEOUT:
             raise AirflowException(
-                f"AEP {kind} {event['id']} still in state {event.get('state')} at the deadline ({self.timeout})"
+                f"AEP {job.name} {event['id']} still in state {event.get('state')} at the deadline ({self.timeout})"
             )
         if event["status"] == "error" and event.get("state") is None:
-            # The trigger could not read the job (an API error outlasting the hook's retries), which
-            # says nothing of the job itself: a task retry reconnects to it from the task state store.
-            raise AirflowException(f"AEP {kind} {event['id']} could not be read: {event.get('message')}")
-        error = AEPTerminalStateError(kind, event["id"], event.get("state") or "unknown", event.get("errors"))
-        raise AirflowFailException(str(error)) from error
+            # The trigger could not read the job: an API error outlasting the hook's retries, which
+            # says nothing of the job itself unless no retry can fix it (a refused token, no such job).
+            message = f"AEP {job.name} {event['id']} could not be read: {event.get('message')}"
+            status_code = (event.get("result") or {}).get("status_code")
+            if isinstance(status_code, int) and issubclass(api_error_class(status_code), AirflowFailException):
+                raise AirflowFailException(message)
+            raise AirflowException(message)
+        state, errors = event.get("state") or "unknown", event.get("errors") or []
+        error_type = AEPTransientJobError if job.transient(state, errors) else AEPJobFailedError
+        raise error_type(job.name, event["id"], state, errors)
 
     def execute_complete(self, context: Context, event: dict[str, Any], **kwargs: Any) -> Any:
         raise NotImplementedError

@@ -1,4 +1,7 @@
-"""Flow Service: dataset exports and audience activations to S3, each through a flow got or created by name."""
+"""
+Flow Service: dataset exports and audience activations to S3, each through a flow named by the task
+and kept in step with it (:mod:`aep_hooks.utils.flow_items`).
+"""
 
 from __future__ import annotations
 
@@ -10,12 +13,13 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow.providers.amazon.aws.hooks.s3 import S3Hook
-from airflow.sdk.exceptions import AirflowFailException
+from airflow.sdk.exceptions import AirflowFailException, AirflowNotFoundException
 
-from aep_hooks.exceptions import AEPApiError
+from aep_hooks.exceptions import AEPApiError, AEPConnectionError, AEPNoRowsError
 from aep_hooks.links import AEPAudienceLink, AEPDatasetLink, AEPFlowRunLink
 from aep_hooks.operators.base import AEPBaseOperator, load_json
 from aep_hooks.triggers.flow_service import FlowRunTrigger
+from aep_hooks.utils.flow_items import FlowItem, credentials_fingerprint, reconcile
 from aep_hooks.utils.job_states import FLOW_RUN, RUNNING, SUCCESS
 
 if TYPE_CHECKING:
@@ -32,7 +36,7 @@ _EXPORT_TIME = re.compile(r"exportTime=(\d{12}|\d{14})/")
 
 class _AEPFlowOperator(AEPBaseOperator):
     """
-    Get-or-create of Flow Service items by name, and waiting for flow runs one after the other.
+    A flow and its connections kept in step with the task's arguments, and flow runs waited for one after the other.
 
     :param s3_bucket: destination bucket.
     :param s3_path: folder in the bucket.
@@ -60,48 +64,58 @@ class _AEPFlowOperator(AEPBaseOperator):
     def s3_hook(self) -> S3Hook:
         return S3Hook(aws_conn_id=self.s3_conn_id)
 
-    def ensure_flow_item(self, kind: str, body: dict[str, Any]) -> str:
-        """
-        Id of the Flow Service item named ``body["name"]``, created from ``body`` when missing.
+    def s3_target_items(self, name: str, extra_params: dict[str, Any]) -> list[FlowItem]:
+        """The base connection (S3 keys) and target connection (bucket, path, format) named after ``name``."""
+        access_key, secret_key = self._destination_keys()
+        base_name = f"{name} S3"
+        return [
+            FlowItem(
+                "connections",
+                base_name,
+                lambda ids: {
+                    "name": base_name,
+                    "description": credentials_fingerprint(access_key, secret_key),
+                    "auth": {
+                        "specName": "Access Key",
+                        "params": {"s3AccessKey": access_key, "s3SecretKey": secret_key},
+                    },
+                    "connectionSpec": {"id": S3_DESTINATION_SPEC, "version": "1.0"},
+                },
+            ),
+            FlowItem(
+                "targetConnections",
+                f"{name} target",
+                lambda ids: {
+                    "name": f"{name} target",
+                    "baseConnectionId": ids[base_name],
+                    "connectionSpec": {"id": S3_DESTINATION_SPEC, "version": "1.0"},
+                    "params": {
+                        "mode": "Server-to-server",
+                        "bucketName": self.s3_bucket,
+                        "path": self.s3_path,
+                        **extra_params,
+                    },
+                },
+            ),
+        ]
 
-        :param kind: ``connections``, ``sourceConnections``, ``targetConnections`` or ``flows``.
-        :param body: the create body; its ``name`` is the deterministic key.
-        """
-        existing = self.hook.find_flow_items(kind, body["name"])
-        if existing:
-            return existing["id"]
-        created = self.hook.create_flow_item(kind, body)
-        self.log.info("Created %s %s (%s)", kind, body["name"], created["id"])
-        return created["id"]
-
-    def ensure_s3_target(self, name: str, extra_params: dict[str, Any]) -> str:
-        """Base connection (S3 keys) and target connection (bucket, path) named after ``name``."""
+    def _destination_keys(self) -> tuple[str, str]:
+        """The keys of ``destination_conn_id``; a missing connection or keys fail the task before anything is created."""
+        try:
+            # Checked first: without its connection, the AWS hook would quietly take keys from the environment.
+            S3Hook.get_connection(self.destination_conn_id)
+        except AirflowNotFoundException as err:
+            raise AEPConnectionError(
+                f"Airflow connection {self.destination_conn_id!r} (the S3 keys AEP writes with) is not defined: create"
+                " it with conn type 'aws' and the destination bucket's access key and secret"
+            ) from err
         credentials = S3Hook(aws_conn_id=self.destination_conn_id).get_credentials()
-        base_id = self.ensure_flow_item(
-            "connections",
-            {
-                "name": f"{name} S3",
-                "auth": {
-                    "specName": "Access Key",
-                    "params": {"s3AccessKey": credentials.access_key, "s3SecretKey": credentials.secret_key},
-                },
-                "connectionSpec": {"id": S3_DESTINATION_SPEC, "version": "1.0"},
-            },
-        )
-        return self.ensure_flow_item(
-            "targetConnections",
-            {
-                "name": f"{name} target",
-                "baseConnectionId": base_id,
-                "connectionSpec": {"id": S3_DESTINATION_SPEC, "version": "1.0"},
-                "params": {
-                    "mode": "Server-to-server",
-                    "bucketName": self.s3_bucket,
-                    "path": self.s3_path,
-                    **extra_params,
-                },
-            },
-        )
+        if not credentials or not credentials.access_key or not credentials.secret_key:
+            raise AEPConnectionError(
+                f"Airflow connection {self.destination_conn_id!r} gives no S3 access key and secret: set them as the"
+                " connection's login and password (or aws_access_key_id / aws_secret_access_key extras)"
+            )
+        return credentials.access_key, credentials.secret_key
 
     def wait_for_runs(self, context: Context, run_ids: list[str], pending: list[str] | None = None) -> Any:
         """Wait for the runs one after the other; ``execute_complete`` continues with the next pending one.
@@ -115,7 +129,7 @@ class _AEPFlowOperator(AEPBaseOperator):
         return self.wait_for(context, FlowRunTrigger, pending[0], method_kwargs={"run_ids": run_ids})
 
     def execute_complete(self, context: Context, event: dict[str, Any], **kwargs: Any) -> Any:
-        self.check_event(FLOW_RUN.name, event)
+        self.check_event(FLOW_RUN, event)
         run_ids = kwargs["run_ids"]
         runs = {r: self.hook.get_run(r) for r in run_ids}
         pending = [r for r, run in runs.items() if FLOW_RUN.classify(run)[0] == RUNNING]
@@ -125,7 +139,7 @@ class _AEPFlowOperator(AEPBaseOperator):
         for run_id, run in runs.items():
             outcome = FLOW_RUN.outcome(run_id, run)
             if outcome["status"] != SUCCESS:
-                self.check_event(FLOW_RUN.name, outcome)
+                self.check_event(FLOW_RUN, outcome)
         return self.result(context, list(runs.values()))
 
     def result(self, context: Context, runs: list[dict[str, Any]]) -> Any:
@@ -202,33 +216,35 @@ class AEPDatasetExportOperator(_AEPFlowOperator):
 
     def _ensure_flow(self) -> str:
         dataset = self.hook.get_dataset(self.dataset_id)
-        source_id = self.ensure_flow_item(
-            "sourceConnections",
-            {
-                "name": f"{self.flow_name} source {self.dataset_id}",
-                "connectionSpec": {"id": DATASET_EXPORT_SOURCE_SPEC, "version": "1.0"},
-                "params": {"datasets": [{"dataSetId": self.dataset_id, "name": dataset["name"]}]},
-            },
-        )
-        target_id = self.ensure_s3_target(self.flow_name, {"compression": "GZIP", "datasetFileType": "PARQUET"})
-        existing = self.hook.find_flow_items("flows", self.flow_name)
-        if existing and source_id not in self.hook.get_flow(existing["id"]).get("sourceConnectionIds", []):
-            # The flow's dataset was rebuilt (a rerun's CTAS makes a new dataset): the flow follows it,
-            # like the date's other outputs. A source connection's dataset list cannot change.
-            self.log.info("Flow %s (%s) exports a replaced dataset: recreating it", self.flow_name, existing["id"])
-            self.hook.delete_flow(existing["id"])
-        flow_id = self.ensure_flow_item(
-            "flows",
-            {
-                "name": self.flow_name,
-                "flowSpec": {"id": S3_DATASET_EXPORT_FLOW_SPEC, "version": "1.0"},
-                "sourceConnectionIds": [source_id],
-                "targetConnectionIds": [target_id],
-                "transformations": [],
-                "scheduleParams": {"interval": 3, "timeUnit": "hour", "startTime": FAR_FUTURE_EPOCH_S},
-            },
-        )
-        return flow_id
+        source, flow = f"{self.flow_name} source", self.flow_name
+        targets = self.s3_target_items(self.flow_name, {"compression": "GZIP", "datasetFileType": "PARQUET"})
+        # A rerun's CTAS rebuilds the dataset: its source connection (whose dataset list cannot
+        # change) and the flow are replaced, like the date's other outputs, and nothing is left over.
+        items = [
+            FlowItem(
+                "sourceConnections",
+                source,
+                lambda ids: {
+                    "name": source,
+                    "connectionSpec": {"id": DATASET_EXPORT_SOURCE_SPEC, "version": "1.0"},
+                    "params": {"datasets": [{"dataSetId": self.dataset_id, "name": dataset["name"]}]},
+                },
+            ),
+            *targets,
+            FlowItem(
+                "flows",
+                flow,
+                lambda ids: {
+                    "name": flow,
+                    "flowSpec": {"id": S3_DATASET_EXPORT_FLOW_SPEC, "version": "1.0"},
+                    "sourceConnectionIds": [ids[source]],
+                    "targetConnectionIds": [ids[targets[-1].name]],
+                    "transformations": [],
+                    "scheduleParams": {"interval": 3, "timeUnit": "hour", "startTime": FAR_FUTURE_EPOCH_S},
+                },
+            ),
+        ]
+        return reconcile(self.hook, f"{self.flow_name} ", items)[flow]
 
     def result(self, context: Context, runs: list[dict[str, Any]]) -> dict[str, Any]:
         run = runs[0]
@@ -258,6 +274,11 @@ class AEPDatasetExportOperator(_AEPFlowOperator):
             match = _EXPORT_TIME.match(key[len(root) :]) if key.startswith(root) else None
             if match and started_minute <= _export_time_ms(match.group(1)) <= duration["completedAtUTC"]:
                 folders.setdefault(root + match.group(0), []).append(key)
+        if not folders and not _run_metrics(run, "recordSummary").get("outputRecordCount"):
+            raise AEPNoRowsError(
+                f"Run {run['id']} exported no rows: dataset {self.dataset_id} is empty. Check the task that fills it"
+                " (a query that selected nothing, an ingestion that did not run for this date)"
+            )
         if len(folders) != 1:
             raise AirflowFailException(
                 f"Run {run['id']} should have written one exportTime folder under s3://{self.s3_bucket}/{root}, found {sorted(folders)}"
@@ -330,30 +351,37 @@ class AEPActivateAudiencesOperator(_AEPFlowOperator):
         if spec is None:
             raise AirflowFailException("AEP lists no audience-activation flow spec from the Profile store to Amazon S3")
         profile_spec = {"id": PROFILE_SOURCE_SPEC, "version": "1.0"}
-        base_id = self.ensure_flow_item(
-            "connections", {"name": f"{self.destination_name} profile", "connectionSpec": profile_spec}
-        )
-        source_id = self.ensure_flow_item(
-            "sourceConnections",
-            {"name": f"{self.destination_name} source", "baseConnectionId": base_id, "connectionSpec": profile_spec},
-        )
-        target_id = self.ensure_s3_target(self.destination_name, {"fileType": "CSV", "compression": self.compression})
-        return self.ensure_flow_item(
-            "flows",
-            {
-                "name": self.destination_name,
-                "flowSpec": {"id": spec["id"], "version": "1.0"},
-                "sourceConnectionIds": [source_id],
-                "targetConnectionIds": [target_id],
-                "transformations": [
-                    {
-                        "name": "GeneralTransform",
-                        "params": {"segmentSelectors": {"selectors": []}, "profileSelectors": {"selectors": []}},
-                    }
-                ],
-                "scheduleParams": {"interval": 24, "timeUnit": "hour", "startTime": FAR_FUTURE_EPOCH_S},
-            },
-        )
+        name = self.destination_name
+        base, source = f"{name} profile", f"{name} source"
+        targets = self.s3_target_items(name, {"fileType": "CSV", "compression": self.compression})
+        items = [
+            FlowItem("connections", base, lambda ids: {"name": base, "connectionSpec": profile_spec}),
+            FlowItem(
+                "sourceConnections",
+                source,
+                lambda ids: {"name": source, "baseConnectionId": ids[base], "connectionSpec": profile_spec},
+            ),
+            *targets,
+            FlowItem(
+                "flows",
+                name,
+                lambda ids: {
+                    "name": name,
+                    "flowSpec": {"id": spec["id"], "version": "1.0"},
+                    "sourceConnectionIds": [ids[source]],
+                    "targetConnectionIds": [ids[targets[-1].name]],
+                    "transformations": [
+                        {
+                            "name": "GeneralTransform",
+                            "params": {"segmentSelectors": {"selectors": []}, "profileSelectors": {"selectors": []}},
+                        }
+                    ],
+                    "scheduleParams": {"interval": 24, "timeUnit": "hour", "startTime": FAR_FUTURE_EPOCH_S},
+                },
+            ),
+        ]
+        # A replaced activation flow loses its audience mappings; _map_audiences adds them back.
+        return reconcile(self.hook, f"{name} ", items)[name]
 
     def _map_audiences(self, flow_id: str, audience_ids: list[str]) -> None:
         selectors = self.hook.get_flow(flow_id)["transformations"][0]["params"]["segmentSelectors"]["selectors"]

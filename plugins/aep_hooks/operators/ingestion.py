@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import posixpath
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import requests
 from airflow.providers.amazon.aws.hooks.s3 import S3Hook
-from airflow.sdk.exceptions import AirflowFailException
+from botocore.exceptions import ClientError
 
-from aep_hooks.exceptions import AEPApiError
+from aep_hooks.exceptions import AEPApiError, AEPInputError, AEPMissingObjectError, AEPNoRowsError
 from aep_hooks.links import AEPBatchLink, AEPDatasetLink
 from aep_hooks.operators.base import AEPBaseOperator, TaskState
 from aep_hooks.triggers.ingestion import BatchStatusTrigger
@@ -147,14 +147,16 @@ class AEPBatchIngestOperator(AEPBaseOperator):
             state.set("uploaded_files", uploaded)
         self.persist_link(context, AEPBatchLink, batch_id)
         self.persist_link(context, AEPDatasetLink, self.dataset_id)
-        if plan.action != "wait":
+        # A new batch or one still loading gets its files; one AEP is processing (or that succeeded
+        # in an earlier try) is only waited for.
+        if batches.get(batch_id, {}).get("status", "loading") == "loading":
             self._upload(state, batch_id, files, uploaded)
             self.hook.complete_batch(batch_id)
             self.log.info("Completed batch %s with %s files", batch_id, len(files))
         return self.wait_for(context, BatchStatusTrigger, batch_id)
 
     def execute_complete(self, context: Context, event: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
-        batch = self.hook.get_batch(self.check_event(BATCH.name, event))
+        batch = self.hook.get_batch(self.check_event(BATCH, event))
         metrics = batch.get("metrics") or {}
         failed_rows = metrics.get("failedRecordCount", 0)
         if failed_rows:
@@ -172,30 +174,60 @@ class AEPBatchIngestOperator(AEPBaseOperator):
         }
 
     def _list_files(self) -> dict[str, str]:
-        """``{file name in the batch: S3 key}``, checked against the batch limits."""
+        """``{file name in the batch: S3 key}``, checked against the batch limits before anything is created."""
+        where = f"s3://{self.s3_bucket}/{self.s3_prefix or ''}"
         if self.s3_keys is not None:
             files = {posixpath.basename(key): key for key in self.s3_keys}
             if len(files) != len(self.s3_keys):
-                raise AirflowFailException(f"s3_keys have clashing file names: {self.s3_keys}")
+                raise AEPInputError(
+                    f"s3_keys have clashing file names (a batch holds one file per name): {self.s3_keys}"
+                )
         else:
             prefix = self.s3_prefix.rstrip("/") + "/"
-            keys = self.s3_hook.list_keys(bucket_name=self.s3_bucket, prefix=prefix) or []
+            keys = self._s3(self.s3_hook.list_keys, bucket_name=self.s3_bucket, prefix=prefix) or []
             files = {
                 key[len(prefix) :]: key
                 for key in keys
                 if not key.endswith("/") and not posixpath.basename(key).startswith(("_", "."))
             }
         if not files:
-            raise AirflowFailException(f"No files to ingest in s3://{self.s3_bucket}/{self.s3_prefix or self.s3_keys}")
+            raise AEPMissingObjectError(
+                f"No files to ingest in {where if self.s3_keys is None else self.s3_keys}: the upstream task that"
+                " writes them wrote none there; check it ran for this date and the bucket and prefix it wrote to"
+            )
         if len(files) > MAX_FILES_PER_BATCH:
-            raise AirflowFailException(f"{len(files)} files exceed the {MAX_FILES_PER_BATCH} files of one batch")
+            raise AEPInputError(
+                f"{len(files)} files exceed the {MAX_FILES_PER_BATCH} files of one batch: write fewer, larger files"
+            )
         for key in files.values():
-            size = self.s3_hook.head_object(key, self.s3_bucket)["ContentLength"]
-            if size > MAX_FILE_BYTES:
-                raise AirflowFailException(
-                    f"s3://{self.s3_bucket}/{key} has {size} bytes, over the 256 MB upload limit"
+            head = self._s3(self.s3_hook.head_object, key, self.s3_bucket)
+            if head is None:
+                raise AEPMissingObjectError(
+                    f"s3://{self.s3_bucket}/{key} does not exist: the upstream task that writes it did not run for this"
+                    " date or wrote it elsewhere; check s3_keys and the bucket"
+                )
+            if head["ContentLength"] > MAX_FILE_BYTES:
+                raise AEPInputError(
+                    f"s3://{self.s3_bucket}/{key} has {head['ContentLength']} bytes, over the 256 MB upload limit:"
+                    " split it into smaller files"
+                )
+            if head["ContentLength"] == 0:
+                raise AEPNoRowsError(
+                    f"s3://{self.s3_bucket}/{key} is empty (0 bytes): AEP fails a batch with an empty file"
                 )
         return files
+
+    def _s3(self, call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """An S3 call; a bucket that does not exist fails the task (no retry creates it)."""
+        try:
+            return call(*args, **kwargs)
+        except ClientError as err:
+            if err.response.get("Error", {}).get("Code") != "NoSuchBucket":
+                raise
+            raise AEPMissingObjectError(
+                f"Bucket {self.s3_bucket!r} does not exist at the endpoint of connection {self.s3_conn_id!r}:"
+                " check the bucket name and the connection"
+            ) from err
 
     def _find_batches(self, external_id: str) -> dict[str, dict[str, Any]]:
         """This dataset's batches with the identity (Catalog tags cannot be filtered server-side)."""

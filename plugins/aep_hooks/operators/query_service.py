@@ -6,16 +6,42 @@ import json
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+import sqlglot
 from airflow.sdk.exceptions import AirflowFailException
+from sqlglot import exp
 
+from aep_hooks.exceptions import AEPInputError, AEPNoRowsError
 from aep_hooks.hooks.query_service import AEPQueryServiceHook
 from aep_hooks.links import AEPDatasetLink, AEPQueryLink
 from aep_hooks.operators.base import AEPBaseOperator, load_json
 from aep_hooks.triggers.query_service import QueryStatusTrigger
-from aep_hooks.utils.job_states import QUERY
+from aep_hooks.utils.job_states import QUERY, sql_fault
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
+
+
+def source_tables(sql: str, dialect: str) -> list[str]:
+    """
+    The tables the SQL reads (not its CTEs, nor the table a CTAS or INSERT INTO writes), for messages.
+
+    :param sql: the rendered SQL.
+    :param dialect: ``spark`` or ``postgres`` (sqlglot's dialect names).
+    """
+    try:
+        statements = [s for s in sqlglot.parse(sql, read=dialect) if s is not None]
+    except sqlglot.errors.SqlglotError:
+        return []
+    written = {
+        target.name
+        for s in statements
+        if isinstance(s, (exp.Create, exp.Insert))
+        for target in [s.this if isinstance(s.this, exp.Table) else s.this.find(exp.Table)]
+        if target is not None
+    }
+    ctes = {cte.alias_or_name for s in statements for cte in s.find_all(exp.CTE)}
+    read = {table.name for s in statements for table in s.find_all(exp.Table)}
+    return sorted(read - ctes - written)
 
 
 class AEPQueryOperator(AEPBaseOperator):
@@ -101,7 +127,7 @@ class AEPQueryOperator(AEPBaseOperator):
         return self.wait_for(context, QueryStatusTrigger, query_id)
 
     def execute_complete(self, context: Context, event: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
-        query_id = self.check_event(QUERY.name, event)
+        query_id = self.check_event(QUERY, event)
         return self._verify_output(context, self.hook.get_query(query_id))
 
     def on_kill(self) -> None:
@@ -142,11 +168,28 @@ class AEPQueryOperator(AEPBaseOperator):
             result["dataset_id"] = dataset_id
             self.persist_link(context, AEPDatasetLink, dataset_id)
         if not result["rowCount"] and not self.allow_empty:
-            raise AirflowFailException(f"Query {query['id']} succeeded but wrote no rows")
+            tables = source_tables(self.sql, self.hook.settings.qs_dialect)
+            inputs = f"its input tables ({', '.join(tables)})" if tables else "its input tables"
+            raise AEPNoRowsError(
+                f"Query {query['id']} ({self.task_id}) succeeded but wrote no rows"
+                f"{f' to dataset {dataset_id}' if dataset_id else ''}: {inputs} have no rows it selects. Check that"
+                " the data for these dates was ingested and the query's parameters; pass allow_empty=True if an"
+                " empty result is expected"
+            )
         return result
 
     def _run_interactive(self) -> dict[str, Any]:
-        rows = AEPQueryServiceHook(aep_conn_id=self.aep_conn_id, sandbox=self.sandbox).get_records(self.sql) or []
+        try:
+            rows = AEPQueryServiceHook(aep_conn_id=self.aep_conn_id, sandbox=self.sandbox).get_records(self.sql) or []
+        except Exception as err:
+            # psycopg 3 names it sqlstate, psycopg2 pgcode; any other error (a dropped connection) stays retryable.
+            sqlstate = getattr(err, "sqlstate", None) or getattr(err, "pgcode", None)
+            if not sql_fault(sqlstate):
+                raise
+            raise AEPInputError(
+                f"Query Service refused the SQL of {self.task_id} (SQLSTATE {sqlstate}): {str(err).strip()}."
+                " Not retried: fix the SQL or its parameters"
+            ) from err
         if len(rows) > self.max_rows:
             raise AirflowFailException(
                 f"Interactive query returned {len(rows)} rows (max_rows={self.max_rows}); use mode='async' with a CTAS"

@@ -51,7 +51,7 @@ class AEPAudienceOperator(AEPBaseOperator):
         return job_id
 
     def execute_complete(self, context: Context, event: dict[str, Any], **kwargs: Any) -> dict[str, dict[str, Any]]:
-        job = self.hook.get_segment_job(self.check_event(SEGMENT_JOB.name, event))
+        job = self.hook.get_segment_job(self.check_event(SEGMENT_JOB, event))
         counts = (job.get("metrics") or {}).get("segmentedProfileCounter") or {}
         return {name: {"id": sid, "count": counts.get(sid, 0)} for name, sid in kwargs["segment_ids"].items()}
 

@@ -11,9 +11,8 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseSensorOperator
-from airflow.sdk.exceptions import AirflowFailException
 
-from aep_hooks.exceptions import AEPTerminalStateError
+from aep_hooks.exceptions import AEPJobFailedError
 from aep_hooks.hooks.aep import AEPHook
 from aep_hooks.utils.job_states import BATCH, FLOW_RUN, QUERY, RUNNING, SEGMENT_JOB, SUCCESS, JobKind
 
@@ -62,5 +61,5 @@ class AEPJobSensor(BaseSensorOperator):
             return False
         if outcome["status"] == SUCCESS:
             return True
-        error = AEPTerminalStateError(self.kind, self.resource_id, outcome["state"], outcome["errors"])
-        raise AirflowFailException(str(error)) from error
+        # The sensor did not start the job and cannot start it anew: any failure fails the task.
+        raise AEPJobFailedError(self.kind, self.resource_id, outcome["state"], outcome["errors"])

@@ -134,6 +134,53 @@ def classify_segment_job(doc: dict) -> tuple[str, str]:
     return SEGMENT_JOB_STATES.classify(doc.get("status"))
 
 
+#: Query Service SYSTEM_ERROR codes that are the query's own doing, not a fault of the service: a limit it exceeds.
+QUERY_LIMIT_CODES = frozenset({"53400"})
+
+
+def query_failed_transiently(state: str, errors: list) -> bool:
+    """
+    Tell whether a query failed for Query Service's own fault, so that the same query may succeed anew.
+
+    Error items carry ``errorType`` ``USER_ERROR`` or ``SYSTEM_ERROR`` (docs/aep-behaviour.md#query-service):
+    only a FAILED query whose every error is a system error (``58000``) other than an exceeded limit
+    qualifies. KILLED (cancelled) and TIMEOUT (over the statement timeout) would end the same way again.
+
+    :param state: the query's terminal state.
+    :param errors: AEP's error list for the query.
+    """
+    return (
+        state.upper() == "FAILED"
+        and bool(errors)
+        and all(
+            isinstance(e, dict)
+            and str(e.get("errorType", "")).upper() == "SYSTEM_ERROR"
+            and str(e.get("code")) not in QUERY_LIMIT_CODES
+            for e in errors
+        )
+    )
+
+
+#: SQLSTATE classes of the SQL's own faults (docs/aep-behaviour.md#query-service): unsupported
+#: feature, cardinality, data, integrity, syntax or access, check option, and authorization (the
+#: token is fresh at connect time, so a refused one is a refused client).
+SQL_FAULT_SQLSTATE_CLASSES = frozenset({"0A", "21", "22", "23", "28", "42", "44"})
+
+
+def sql_fault(sqlstate: str | None) -> bool:
+    """
+    Tell whether a Query Service SQLSTATE blames the SQL or the client (not retryable), not the service.
+
+    :param sqlstate: the five-character SQLSTATE of a wire-protocol error, if it had one.
+    """
+    return bool(sqlstate) and (sqlstate[:2] in SQL_FAULT_SQLSTATE_CLASSES or sqlstate in QUERY_LIMIT_CODES)
+
+
+def never_transient(state: str, errors: list) -> bool:
+    """A failed job of this kind is taken as failed for what it was asked to do."""
+    return False
+
+
 def job_errors(doc: dict) -> list:
     """AEP's error list of a query, batch or segment job."""
     return list(doc.get("errors") or [])
@@ -154,12 +201,14 @@ class JobKind:
     :param read: the :class:`~aep_hooks.hooks.aep.AEPHook` method that returns the job's document by id.
     :param classify: ``doc -> ("running" | "success" | "error", state)``.
     :param errors: ``doc -> AEP's error list``.
+    :param transient: ``(state, errors) -> whether a failed job may succeed when started anew``.
     """
 
     name: str
     read: str
     classify: Callable[[dict], tuple[str, str]]
     errors: Callable[[dict], list] = job_errors
+    transient: Callable[[str, list], bool] = never_transient
 
     def outcome(self, resource_id: str, doc: dict) -> dict[str, Any]:
         """
@@ -172,7 +221,7 @@ class JobKind:
         return {"status": status, "id": resource_id, "state": state, "errors": self.errors(doc)}
 
 
-QUERY = JobKind("query", "get_query", classify_query)
+QUERY = JobKind("query", "get_query", classify_query, transient=query_failed_transiently)
 BATCH = JobKind("batch", "get_batch", classify_batch)
 FLOW_RUN = JobKind("flow run", "get_run", classify_run, run_errors)
 SEGMENT_JOB = JobKind("segment job", "get_segment_job", classify_segment_job)

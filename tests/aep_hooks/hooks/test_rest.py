@@ -9,9 +9,17 @@ from unittest import mock
 import pytest
 import requests
 import time_machine
-from aep_hooks.exceptions import AEPApiError, AEPAuthError
+from aep_hooks.exceptions import (
+    AEPApiError,
+    AEPAuthError,
+    AEPConflictError,
+    AEPNotFoundError,
+    AEPRequestError,
+    AEPThrottledError,
+)
 from aep_hooks.hooks import AEPAsyncHook, AEPHook
 from aep_hooks.hooks.base import TOKEN_REFRESH_LEAD_TIME
+from airflow.sdk.exceptions import AirflowFailException
 
 from tests.aep_hooks.conftest import (
     CLIENT_ID,
@@ -108,23 +116,46 @@ class TestToken:
         assert (err.value.status, err.value.error_code, err.value.body) == (401, "401013", body)
         assert (ims.call_count, stats.call_count) == (2, 2)
 
-    def test_ims_rejection_is_an_auth_error(self, hook, requests_mock, sleep):
-        body = {"error": "invalid_client", "error_description": "invalid client_id parameter"}
-        ims = requests_mock.post(IMS, status_code=401, json=body)
+    @pytest.mark.parametrize(
+        ("status", "body"),
+        [
+            pytest.param(
+                401, {"error": "invalid_client", "error_description": "invalid client_id parameter"}, id="401"
+            ),
+            pytest.param(400, {"error": "invalid_scope", "error_description": "invalid scope"}, id="400"),
+        ],
+    )
+    def test_ims_rejection_is_an_auth_error_that_fails_the_task(self, hook, requests_mock, sleep, status, body):
+        ims = requests_mock.post(IMS, status_code=status, json=body)
 
         with pytest.raises(AEPAuthError) as err:
             hook.get_token()
 
         assert (err.value.status, err.value.error_code, err.value.message) == (
-            401,
-            "invalid_client",
-            "invalid client_id parameter",
+            status,
+            body["error"],
+            body["error_description"],
         )
+        assert isinstance(err.value, AirflowFailException)
+        assert "check login (client id), password (client secret)" in str(err.value)
+        assert "connection 'aep_default'" in str(err.value)
         assert ims.call_count == 1
+
+    def test_ims_outage_is_retried(self, hook, requests_mock, sleep):
+        ims = requests_mock.post(
+            IMS,
+            [
+                {"status_code": 503, "json": {"error": "server_error"}},
+                {"json": {"access_token": "token-1", "expires_in": EXPIRES_IN}},
+            ],
+        )
+
+        assert hook.get_token() == "token-1"
+        assert ims.call_count == 2
 
 
 class TestRetryPolicy:
-    def test_429_then_500_then_200_honours_retry_after(self, hook, ims, requests_mock, sleep):
+    def test_429_then_500_then_200_honours_retry_after(self, ims, requests_mock, sleep):
         stats = requests_mock.get(
             STATS,
             [
@@ -133,33 +164,109 @@ class TestRetryPolicy:
                 {"json": {"tenantId": "acme"}},
             ],
         )
+        hook = AEPHook(retry_limit=4, retry_min_wait=0, retry_max_wait=30)
 
         assert hook.get_tenant_id() == "acme"
 
         assert stats.call_count == 3
-        assert [c.args[0] for c in sleep.call_args_list] == [7.0, 0.0]
+        assert [c.args[0] for c in sleep.call_args_list][0] == 7.0
 
-    @pytest.mark.parametrize("status", [400, 403, 404, 409, 412, 422])
-    def test_other_4xx_not_retried(self, hook, ims, requests_mock, sleep, status):
-        body = {
-            "type": "http://ns.adobe.com/aep/errors/XDM-1012-404",
-            "title": "Nope",
-            "status": status,
-            "detail": "bad",
-        }
-        stats = requests_mock.get(STATS, status_code=status, json=body)
+    @pytest.mark.parametrize(
+        ("retry_after", "waited"),
+        [
+            pytest.param("2", 2.0, id="as-asked"),
+            pytest.param("3600", 30.0, id="bounded-by-retry_max_wait"),
+            pytest.param("Thu, 01 Jan 2099 00:00:00 GMT", 30.0, id="far-http-date-bounded"),
+        ],
+    )
+    def test_retry_after_is_honoured_within_a_bound(self, ims, requests_mock, sleep, retry_after, waited):
+        requests_mock.get(
+            STATS,
+            [
+                {"status_code": 429, "headers": {"Retry-After": retry_after}, "json": {"message": "slow down"}},
+                {"json": {"tenantId": "acme"}},
+            ],
+        )
+        hook = AEPHook(retry_limit=3, retry_min_wait=0, retry_max_wait=30)
 
-        with pytest.raises(AEPApiError) as err:
+        assert hook.get_tenant_id() == "acme"
+
+        assert [c.args[0] for c in sleep.call_args_list] == [waited]
+
+    def test_throttled_to_the_end_says_so_and_stays_retryable(self, ims, requests_mock, sleep):
+        stats = requests_mock.get(
+            STATS, status_code=429, headers={"Retry-After": "5"}, json={"message": "Too many requests"}
+        )
+        hook = AEPHook(retry_limit=3, retry_min_wait=0, retry_max_wait=30)
+
+        with pytest.raises(AEPThrottledError) as err:
+            hook.get_tenant_id()
+
+        assert stats.call_count == 3
+        assert [c.args[0] for c in sleep.call_args_list] == [5.0, 5.0]
+        assert str(err.value).startswith(f"AEP throttled GET {STATS} 3 times, giving up: Too many requests")
+        assert "asked to wait 5 s" in str(err.value)
+        assert (err.value.attempts, err.value.status) == (3, 429)
+        # Throttling passes: the task's own retry may go through, so it is not a fail-fast error.
+        assert not isinstance(err.value, AirflowFailException)
+
+    @pytest.mark.parametrize(
+        ("status", "error_type", "fix"),
+        [
+            pytest.param(400, AEPRequestError, "a retry would be refused the same way", id="400"),
+            pytest.param(401, AEPAuthError, "check login (client id), password (client secret)", id="401"),
+            pytest.param(403, AEPAuthError, "may not make this call in sandbox 'dev'", id="403"),
+            pytest.param(404, AEPNotFoundError, "does not exist in sandbox 'dev'", id="404"),
+            pytest.param(405, AEPRequestError, "fix what AEP's message names", id="405"),
+            pytest.param(422, AEPRequestError, "fix what AEP's message names", id="422"),
+            pytest.param(428, AEPRequestError, "fix what AEP's message names", id="428"),
+        ],
+    )
+    def test_errors_no_retry_can_fix_are_sent_once_and_fail_the_task(
+        self, hook, ims, requests_mock, sleep, status, error_type, fix
+    ):
+        stats = requests_mock.get(STATS, status_code=status, json={"error_code": f"E{status}", "message": "refused"})
+
+        with pytest.raises(AirflowFailException) as err:
+            hook.get_tenant_id()
+
+        assert type(err.value) is error_type
+        # A 401 is sent again once with a new token (the old one may have expired); never more.
+        assert stats.call_count == (2 if status == 401 else 1)
+        assert f"HTTP {status} [E{status}]: refused" in str(err.value)
+        assert fix in str(err.value)
+        sleep.assert_not_called()
+
+    @pytest.mark.parametrize("status", [409, 412])
+    def test_races_are_not_retried_by_the_hook_but_by_the_task(self, hook, ims, requests_mock, sleep, status):
+        stats = requests_mock.get(STATS, status_code=status, json={"message": "changed meanwhile"})
+
+        with pytest.raises(AEPConflictError) as err:
             hook.get_tenant_id()
 
         assert stats.call_count == 1
-        assert (err.value.status, err.value.error_code, err.value.message, err.value.body) == (
-            status,
-            "XDM-1012-404",
-            "bad",
-            body,
-        )
-        sleep.assert_not_called()
+        assert not isinstance(err.value, AirflowFailException)
+        assert "a retry of the task reads it again" in str(err.value)
+
+    @pytest.mark.parametrize(
+        "failure",
+        [
+            pytest.param({"status_code": 429, "json": {"message": "slow down"}}, id="429"),
+            pytest.param({"status_code": 500, "json": {"message": "boom"}}, id="500"),
+            pytest.param({"status_code": 502, "text": "<html>Bad gateway</html>"}, id="502"),
+            pytest.param({"status_code": 503, "json": {"message": "busy"}}, id="503"),
+            pytest.param({"status_code": 504, "json": {"message": "gateway timeout"}}, id="504"),
+            pytest.param({"exc": requests.exceptions.ReadTimeout}, id="read-timeout"),
+            pytest.param({"exc": requests.exceptions.ConnectTimeout}, id="connect-timeout"),
+            pytest.param({"exc": requests.ConnectionError}, id="connection-error"),
+        ],
+    )
+    def test_transient_faults_are_retried(self, hook, ims, requests_mock, sleep, failure):
+        stats = requests_mock.get(STATS, [failure, failure, {"json": {"tenantId": "acme"}}])
+
+        assert hook.get_tenant_id() == "acme"
+
+        assert stats.call_count == 3
 
     def test_gives_up_after_retry_limit_with_the_last_error(self, hook, ims, requests_mock, sleep):
         stats = requests_mock.get(STATS, status_code=503, json={"message": "unavailable"})
@@ -274,3 +381,27 @@ class TestAsyncHook:
 
         assert (err.value.status, err.value.message) == (500, "boom")
         assert len(platform.calls("POST", path)) == 1
+
+    @pytest.mark.asyncio
+    async def test_throttled_to_the_end_gives_up_with_the_count(self, platform):
+        platform.add("POST", "/ims/token/v3", body={"access_token": "atoken-1", "expires_in": EXPIRES_IN})
+        for _ in range(3):
+            platform.add("GET", self.STATS_PATH, 429, {"message": "Too many requests"}, {"Retry-After": "0"})
+        hook = AEPAsyncHook(retry_limit=3, retry_min_wait=0, retry_max_wait=0)
+
+        with pytest.raises(AEPThrottledError, match=r"AEP throttled GET \S+ 3 times, giving up: Too many requests"):
+            await hook.get_json(self.STATS_PATH)
+
+        assert len(platform.calls("GET", self.STATS_PATH)) == 3
+
+    @pytest.mark.asyncio
+    async def test_forbidden_fails_the_task_after_one_call(self, platform):
+        platform.add("POST", "/ims/token/v3", body={"access_token": "atoken-1", "expires_in": EXPIRES_IN})
+        platform.add("GET", self.STATS_PATH, 403, {"error_code": "403003", "message": "Api Key is invalid"})
+        hook = AEPAsyncHook(retry_limit=3, retry_min_wait=0, retry_max_wait=0)
+
+        with pytest.raises(AEPAuthError, match="may not make this call in sandbox 'dev'") as err:
+            await hook.get_json(self.STATS_PATH)
+
+        assert isinstance(err.value, AirflowFailException)
+        assert len(platform.calls("GET", self.STATS_PATH)) == 1

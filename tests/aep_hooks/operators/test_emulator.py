@@ -2,183 +2,25 @@
 
 from __future__ import annotations
 
-import io
 import json
-from datetime import datetime, timedelta
 from unittest import mock
 
-import boto3
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 from aep_hooks.hooks import AEPHook
-from aep_hooks.operators.catalog import PROFILE_CLASS, AEPEnsureDatasetOperator
-from aep_hooks.operators.flow_service import AEPActivateAudiencesOperator, AEPDatasetExportOperator
-from aep_hooks.operators.ingestion import AEPBatchIngestOperator
-from aep_hooks.operators.query_service import AEPQueryOperator
-from aep_hooks.operators.segmentation import AEPAudienceOperator
-from airflow.sdk import DAG, chain
 from airflow.utils.state import DagRunState, TaskInstanceState
 
-from tests.aep_hooks.conftest import S3_ACCESS_KEY, S3_ENDPOINT, S3_SECRET_KEY, aep_connection, s3_connection
+from tests.aep_hooks.conftest import S3_SECRET_KEY
+from tests.aep_hooks.operators.emulator_dag import (
+    CLIENT_SECRET,
+    DESTINATION_BUCKET,
+    DESTINATION_SECRET,
+    USERS,
+    pipeline,
+    results,
+    ti_states,
+)
 
 pytestmark = pytest.mark.integration
-
-STAGING_BUCKET = "aep-propensity"
-DESTINATION_BUCKET = "aep-destination"
-CLIENT_SECRET = "aep-local-secret"
-DESTINATION_SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
-AS_OF = "2026-01-15"
-USERS = 20
-
-
-@pytest.fixture
-def aep_env(monkeypatch, emulator, sandbox):
-    """The ``aep_default``, ``aep_s3`` and ``aep_destination`` connections for the emulator."""
-    monkeypatch.setenv("AIRFLOW_CONN_AEP_DEFAULT", aep_connection(emulator, sandbox))
-    monkeypatch.setenv("AIRFLOW_CONN_AEP_S3", s3_connection(emulator))
-    monkeypatch.setenv(
-        "AIRFLOW_CONN_AEP_DESTINATION",
-        json.dumps(
-            {
-                "conn_type": "aws",
-                "extra": {"aws_access_key_id": "AKIAIOSFODNN7EXAMPLE", "aws_secret_access_key": DESTINATION_SECRET},
-            }
-        ),
-    )
-    return AEPHook(sandbox=sandbox)
-
-
-@pytest.fixture
-def s3():
-    return boto3.client(
-        "s3",
-        endpoint_url=S3_ENDPOINT,
-        aws_access_key_id=S3_ACCESS_KEY,
-        aws_secret_access_key=S3_SECRET_KEY,
-        region_name="us-east-1",
-        config=boto3.session.Config(s3={"addressing_style": "path"}),
-    )
-
-
-@pytest.fixture
-def names(dag_id, tmp_path, s3):
-    """Per-test names, a dataset spec template and two score files in S3."""
-    suffix = dag_id.rsplit("_", 1)[-1]
-    spec = {
-        "dataset": f"scores_{suffix}",
-        "schema": {
-            "title": f"Scores {suffix}",
-            "class": PROFILE_CLASS,
-            "tenant_field_group": {
-                "title": f"Score fields {suffix}",
-                "fields": {"userid": "string", "propensity": "number"},
-            },
-        },
-        "identity": {"field": "userid", "namespace": "ECID"},
-        "profile_enabled": True,
-    }
-    (tmp_path / "dataset.json").write_text(json.dumps(spec).replace(f"scores_{suffix}", "scores_{{ params.suffix }}"))
-    (tmp_path / "count.sql").write_text('SELECT COUNT(*) AS n FROM {{ ti.xcom_pull("ensure")["table_name"] }}')
-    (tmp_path / "high.sql").write_text(
-        'SELECT "_acme.userid" AS userid FROM {{ ti.xcom_pull("ensure")["table_name"] }} WHERE "_acme.propensity" >= $threshold'
-    )
-    prefix = f"scores/{dag_id}/dt={AS_OF}"
-    for part in range(2):
-        users = range(part * USERS // 2, (part + 1) * USERS // 2)
-        table = pa.table(
-            {
-                "_acme": pa.array(
-                    [{"userid": f"u{i:03d}", "propensity": i / USERS} for i in users],
-                    pa.struct([("userid", pa.string()), ("propensity", pa.float64())]),
-                )
-            }
-        )
-        buffer = io.BytesIO()
-        pq.write_table(table, buffer)
-        s3.put_object(Bucket=STAGING_BUCKET, Key=f"{prefix}/part-{part}.parquet", Body=buffer.getvalue())
-    return {"suffix": suffix, "dataset": spec["dataset"], "prefix": prefix, "searchpath": str(tmp_path)}
-
-
-def pipeline(dag_id: str, names: dict, *, deferrable: bool, stages: tuple[str, ...], retries: int = 2) -> DAG:
-    """A DAG chaining the operators (``stages`` picks a prefix of them)."""
-    common = {"deferrable": deferrable, "poll_interval": 0.2, "timeout": timedelta(minutes=3)}
-    with DAG(
-        dag_id,
-        schedule=None,
-        start_date=datetime(2026, 1, 1),
-        template_searchpath=[names["searchpath"]],
-        params={"suffix": names["suffix"]},
-        default_args={"retries": retries, "retry_delay": timedelta(seconds=0)},
-    ) as dag:
-        dataset_id = '{{ ti.xcom_pull("ensure")["dataset_id"] }}'
-        factories = {
-            "ensure": lambda: AEPEnsureDatasetOperator(task_id="ensure", spec="dataset.json", **common),
-            "ingest": lambda: AEPBatchIngestOperator(
-                task_id="ingest",
-                dataset_id=dataset_id,
-                s3_bucket=STAGING_BUCKET,
-                s3_prefix=names["prefix"],
-                **common,
-            ),
-            "count": lambda: AEPQueryOperator(task_id="count", sql="count.sql", mode="interactive", **common),
-            "ctas": lambda: AEPQueryOperator(
-                task_id="ctas",
-                sql="high.sql",
-                query_parameters={"threshold": "0.5"},
-                ctas_table=f"high_{names['suffix']}_{{{{ ts_nodash | lower }}}}",
-                **common,
-            ),
-            "export": lambda: AEPDatasetExportOperator(
-                task_id="export",
-                dataset_id=dataset_id,
-                s3_bucket=DESTINATION_BUCKET,
-                s3_path=f"exports/{dag_id}",
-                flow_name=f"export {names['suffix']}",
-                destination_conn_id="aep_destination",
-                **common,
-            ),
-            "audience": lambda: AEPAudienceOperator(
-                task_id="audience",
-                audiences=[
-                    {"name": f"high {names['suffix']}", "pql": "_acme.propensity >= 0.5", "description": "high"},
-                    {"name": f"low {names['suffix']}", "pql": "_acme.propensity < 0.2"},
-                ],
-                **common,
-            ),
-            "activate": lambda: AEPActivateAudiencesOperator(
-                task_id="activate",
-                audience_ids=f'{{{{ ti.xcom_pull("audience")["high {names["suffix"]}"]["id"] | tojson }}}}'.join(
-                    ["[", "]"]
-                ),
-                destination_name=f"activation {names['suffix']}",
-                s3_bucket=DESTINATION_BUCKET,
-                s3_path=f"activations/{dag_id}",
-                destination_conn_id="aep_destination",
-                **common,
-            ),
-        }
-        chain(*[factories[name]() for name in stages])
-    return dag
-
-
-def results(dag_run) -> dict:
-    """``{task_id: return value}`` of a finished run."""
-    from airflow import settings
-    from airflow.models.xcom import XComModel
-
-    with settings.Session() as session:
-        rows = session.query(XComModel).filter_by(dag_id=dag_run.dag_id, run_id=dag_run.run_id, key="return_value")
-        return {row.task_id: XComModel.deserialize_value(row) for row in rows}
-
-
-def ti_states(dag_run) -> dict:
-    from airflow import settings
-    from airflow.models.taskinstance import TaskInstance
-
-    with settings.Session() as session:
-        tis = session.query(TaskInstance).filter_by(dag_id=dag_run.dag_id, run_id=dag_run.run_id)
-        return {ti.task_id: (ti.state, ti.try_number) for ti in tis}
 
 
 def batches_of(hook: AEPHook, dataset_id: str) -> dict:

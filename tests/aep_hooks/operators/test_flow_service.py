@@ -7,8 +7,9 @@ from types import SimpleNamespace
 from unittest import mock
 
 import pytest
-from aep_hooks.exceptions import AEPApiError
+from aep_hooks.exceptions import AEPApiError, AEPConnectionError
 from aep_hooks.operators.flow_service import AEPActivateAudiencesOperator, AEPDatasetExportOperator
+from aep_hooks.utils.flow_items import reconcile
 from airflow.sdk.exceptions import AirflowFailException
 
 from tests.aep_hooks.operators.conftest import PLATFORM, FakeS3
@@ -67,7 +68,8 @@ def test_export_base_connection_secret_is_not_logged(requests_mock, context, cap
     flow_service = f"{PLATFORM}/data/foundation/flowservice"
     requests_mock.get(f"{flow_service}/connections", json={"items": []})
     create = requests_mock.post(f"{flow_service}/connections", json={"id": "c1", "etag": "1"})
-    requests_mock.get(f"{flow_service}/targetConnections", json={"items": [{"id": "t1", "name": "f target"}]})
+    requests_mock.get(f"{flow_service}/targetConnections", json={"items": []})
+    requests_mock.post(f"{flow_service}/targetConnections", json={"id": "t1", "etag": "1"})
     op = AEPDatasetExportOperator(
         task_id="export",
         dataset_id="ds1",
@@ -78,7 +80,7 @@ def test_export_base_connection_secret_is_not_logged(requests_mock, context, cap
         deferrable=False,
     )
     with caplog.at_level("DEBUG"):
-        assert op.ensure_s3_target("f", {}) == "t1"
+        assert reconcile(op.hook, "f ", op.s3_target_items("f", {}))["f target"] == "t1"
     assert create.last_request.json()["auth"]["params"] == {
         "s3AccessKey": "AKIAIOSFODNN7EXAMPLE",
         "s3SecretKey": secret,
@@ -129,3 +131,14 @@ def test_ad_hoc_run_already_going_on_is_adopted_not_duplicated(monkeypatch):
     )
     with pytest.raises(AEPApiError):
         op.adhoc_run_ids({"task_state_store": None}, "f1", mock.Mock(side_effect=other))
+
+
+def test_a_missing_destination_connection_fails_before_anything_is_created(requests_mock):
+    op = AEPDatasetExportOperator(
+        task_id="export", dataset_id="ds1", s3_bucket="dest", s3_path="p", flow_name="f", destination_conn_id="nope"
+    )
+    with pytest.raises(
+        AEPConnectionError, match="Airflow connection 'nope' \\(the S3 keys AEP writes with\\) is not defined"
+    ):
+        op.s3_target_items("f", {})
+    assert requests_mock.call_count == 0

@@ -136,6 +136,19 @@ def test_ingest_retry_resumes_loading_batch_and_uploads_only_missing_files(reque
     assert complete.call_count == 1
 
 
+def test_ingest_retry_after_its_batch_succeeded_ingests_nothing_again(requests_mock, context, state):
+    """A try whose batch succeeded but that failed later (say reading the result): the retry takes that batch."""
+    state.set("batch_id", "b1")
+    state.set("batch_id.retry_sequence", 2)
+    context["ti"].max_tries = 2
+    mock_catalog_batches(requests_mock, [batch_doc("b1", "success", metrics={"outputRecordCount": 4})])
+
+    result = ingest_operator().execute(context)
+
+    assert (result["batch_id"], result["rows"]) == ("b1", 4)
+    assert not calls(requests_mock, "POST", "/import/batches") and not calls(requests_mock, "PUT", "/import/")
+
+
 def test_ingest_rerun_creates_replay_of_active_batch(requests_mock, context):
     mock_catalog_batches(requests_mock, [batch_doc("old", "success", 1), batch_doc("older", "inactive", 0)])
     requests_mock.post(f"{IMPORT}/batches", status_code=201, json={"id": "new", "status": "loading"})

@@ -6,6 +6,7 @@ from datetime import timedelta
 from types import SimpleNamespace
 
 import pytest
+from aep_hooks.exceptions import AEPJobFailedError, AEPNoRowsError, AEPTransientJobError
 from aep_hooks.links import AEPQueryLink
 from aep_hooks.operators.query_service import AEPQueryOperator
 from aep_hooks.triggers.query_service import QueryStatusTrigger
@@ -18,9 +19,9 @@ pytestmark = pytest.mark.usefixtures("aep_conn")
 QUERIES = f"{PLATFORM}/data/foundation/query/queries"
 
 
-def query_operator(**kwargs) -> AEPQueryOperator:
+def query_operator(sql: str = "SELECT 1 AS x", **kwargs) -> AEPQueryOperator:
     return AEPQueryOperator(
-        task_id="q", sql="SELECT 1 AS x", deferrable=False, poll_interval=0.01, timeout=timedelta(seconds=5), **kwargs
+        task_id="q", sql=sql, deferrable=False, poll_interval=0.01, timeout=timedelta(seconds=5), **kwargs
     )
 
 
@@ -43,6 +44,18 @@ def test_query_retry_reconnects_to_running_query(requests_mock, context, state):
     context["ti"].xcom_push.assert_any_call(key=AEPQueryLink.key, value="q1")
 
 
+def test_query_that_succeeded_in_an_earlier_try_is_never_submitted_again(requests_mock, context, state):
+    """An INSERT INTO run twice doubles its rows, a CTAS run twice fails: the retry takes the result."""
+    state.set("query_id", "q1")
+    state.set("query_id.retry_sequence", 3)
+    context["ti"].max_tries = 3
+    requests_mock.get(f"{QUERIES}/q1", json={"id": "q1", "state": "SUCCESS", "rowCount": 3})
+    submit = requests_mock.post(QUERIES, json={"id": "q2"})
+
+    assert query_operator().execute(context) == {"query_id": "q1", "state": "SUCCESS", "rowCount": 3}
+    assert submit.call_count == 0
+
+
 def test_query_after_finished_query_submits_anew_and_persists_before_polling(requests_mock, context, state):
     state.set("query_id", "q0")
     requests_mock.get(f"{QUERIES}/q0", json={"id": "q0", "state": "SUCCESS"})
@@ -63,19 +76,51 @@ def test_query_after_finished_query_submits_anew_and_persists_before_polling(req
     }
 
 
-@pytest.mark.parametrize("state_name", ["FAILED", "KILLED", "TIMEOUT"])
-def test_query_terminal_failure_fails_with_aep_error(requests_mock, context, state_name):
+@pytest.mark.parametrize(
+    ("state_name", "errors", "fails_the_task"),
+    [
+        pytest.param(
+            "FAILED",
+            [{"code": "42P01", "message": "Table not found", "errorType": "USER_ERROR"}],
+            True,
+            id="user-error",
+        ),
+        pytest.param(
+            "FAILED",
+            [{"code": "58000", "message": "Analysis error", "errorType": "USER_ERROR"}],
+            True,
+            id="58000-analysis",
+        ),
+        pytest.param(
+            "FAILED",
+            [{"code": "53400", "message": "LIMIT above 100000", "errorType": "SYSTEM_ERROR"}],
+            True,
+            id="limit",
+        ),
+        pytest.param("FAILED", [{"code": "58000", "message": "Function [varchar] not defined"}], True, id="no-type"),
+        pytest.param("KILLED", [{"code": "58000", "message": "cancelled"}], True, id="killed"),
+        pytest.param(
+            "TIMEOUT", [{"code": "57014", "message": "timeout", "errorType": "SYSTEM_ERROR"}], True, id="timeout"
+        ),
+        pytest.param(
+            "FAILED",
+            [{"code": "58000", "message": "Internal error", "errorType": "SYSTEM_ERROR"}],
+            False,
+            id="system-error",
+        ),
+    ],
+)
+def test_query_terminal_failure_fails_the_task_unless_aep_says_system_error(
+    requests_mock, context, state_name, errors, fails_the_task
+):
     requests_mock.post(QUERIES, json={"id": "q1"})
-    requests_mock.get(
-        f"{QUERIES}/q1",
-        json={
-            "id": "q1",
-            "state": state_name,
-            "errors": [{"code": "58000", "message": "Function [varchar] not defined"}],
-        },
-    )
-    with pytest.raises(AirflowFailException, match=f"{state_name}.*58000"):
+    requests_mock.get(f"{QUERIES}/q1", json={"id": "q1", "state": state_name, "errors": errors})
+
+    error_type = AEPJobFailedError if fails_the_task else AEPTransientJobError
+    with pytest.raises(error_type, match=f"AEP query q1 ended in state {state_name}.*{errors[0]['code']}") as err:
         query_operator().execute(context)
+
+    assert isinstance(err.value, AirflowFailException) is fails_the_task
 
 
 def finished_ctas(requests_mock, row_count: int):
@@ -95,10 +140,17 @@ def finished_ctas(requests_mock, row_count: int):
     return submit
 
 
-def test_query_ctas_without_rows_fails(requests_mock, context):
+def test_query_ctas_without_rows_fails_naming_its_empty_inputs(requests_mock, context):
     finished_ctas(requests_mock, 0)
-    with pytest.raises(AirflowFailException, match="wrote no rows"):
-        query_operator(ctas_table="features").execute(context)
+    sql = "CREATE TABLE features AS SELECT e.id FROM events_2026 e JOIN profiles p ON e.id = p.id"
+
+    with pytest.raises(AEPNoRowsError) as err:
+        query_operator(sql=sql).execute(context)
+
+    assert isinstance(err.value, AirflowFailException)
+    assert str(err.value).startswith("Query q1 (q) succeeded but wrote no rows to dataset d9")
+    assert "its input tables (events_2026, profiles) have no rows it selects" in str(err.value)
+    assert "allow_empty=True" in str(err.value)
 
 
 def test_query_ctas_returns_dataset_and_sends_ctas_parameters(requests_mock, context):

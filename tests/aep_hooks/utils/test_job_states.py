@@ -10,6 +10,8 @@ from aep_hooks.utils.job_states import (
     classify_run,
     classify_segment_job,
     poll_waits,
+    query_failed_transiently,
+    sql_fault,
 )
 
 
@@ -62,3 +64,39 @@ def test_flow_run_outcome_carries_the_errors_of_its_status_summary():
         "state": "failed",
         "errors": [{"code": "EXPORT-500"}],
     }
+
+
+@pytest.mark.parametrize(
+    ("sqlstate", "fault"),
+    [
+        ("42601", True),
+        ("42P01", True),
+        ("28P01", True),
+        ("0A000", True),
+        ("53400", True),
+        ("58000", False),
+        ("08006", False),
+        (None, False),
+    ],
+)
+def test_sql_fault(sqlstate, fault):
+    assert sql_fault(sqlstate) is fault
+
+
+@pytest.mark.parametrize(
+    ("state", "errors", "transient"),
+    [
+        ("FAILED", [{"code": "58000", "errorType": "SYSTEM_ERROR"}], True),
+        (
+            "FAILED",
+            [{"code": "58000", "errorType": "SYSTEM_ERROR"}, {"code": "42601", "errorType": "USER_ERROR"}],
+            False,
+        ),
+        ("FAILED", [{"code": "53400", "errorType": "SYSTEM_ERROR"}], False),
+        ("FAILED", [], False),
+        ("KILLED", [{"code": "58000", "errorType": "SYSTEM_ERROR"}], False),
+        ("TIMEOUT", [{"code": "57014", "errorType": "SYSTEM_ERROR"}], False),
+    ],
+)
+def test_query_failed_transiently(state, errors, transient):
+    assert query_failed_transiently(state, errors) is transient
