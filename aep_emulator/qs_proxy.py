@@ -22,6 +22,7 @@ import scramp
 from psycopg.conninfo import conninfo_to_dict
 
 from aep_emulator.db import quote_ident, sandbox_schema
+from aep_emulator.qs_wire import WireSession
 from aep_emulator.runtime import Emulator
 
 log = logging.getLogger(__name__)
@@ -154,8 +155,16 @@ class QSProxy:
             # PostgreSQL's ParameterStatus, BackendKeyData and ReadyForQuery follow through the pipe.
             writer.write(_message(b"R", struct.pack("!I", AUTH_OK)))
             await writer.drain()
+            backend = _BackendState()
+
+            async def send(data: bytes) -> None:
+                writer.write(data)
+                await writer.drain()
+
+            wire = WireSession(self.emu, sandbox, send, backend.idle)
             await asyncio.gather(
-                _pump(reader, backend_writer), _pump_results(backend_reader, writer, self.emu.settings.qs_row_cap)
+                _pump_client(reader, backend_writer, wire, backend),
+                _pump_results(backend_reader, writer, self.emu.settings.qs_row_cap, wire, backend),
             )
         finally:
             backend_writer.close()
@@ -223,7 +232,7 @@ class QSProxy:
         parameters.update(
             user=self._backend_user,
             database=self._backend_database,
-            options=f"-c search_path={sandbox_schema(sandbox)} -c statement_timeout={timeout_ms}",
+            options=f"-c search_path={sandbox_schema(sandbox)} -c statement_timeout={timeout_ms} -c TimeZone=UTC",
         )
         writer.write(_startup_message(parameters))
         scram: scramp.ScramClient | None = None
@@ -263,7 +272,35 @@ class QSProxy:
         return self._backend_password
 
 
-async def _pump_results(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, row_cap: int) -> None:
+class _BackendState:
+    """How many client requests PostgreSQL still owes a ReadyForQuery, so that answers the proxy
+    gives itself (qs_wire) never overtake PostgreSQL's."""
+
+    def __init__(self) -> None:
+        self.pending = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def sent(self) -> None:
+        self.pending += 1
+        self._idle.clear()
+
+    def ready(self) -> None:
+        self.pending = max(self.pending - 1, 0)
+        if self.pending == 0:
+            self._idle.set()
+
+    async def idle(self) -> None:
+        await self._idle.wait()
+
+
+async def _pump_results(
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    row_cap: int,
+    wire: WireSession,
+    backend: _BackendState,
+) -> None:
     """PostgreSQL to the client, message by message, keeping at most ``row_cap`` rows of each result.
 
     AEP's interactive endpoint returns at most 50,000 rows and says nothing of the rest: the rows
@@ -282,6 +319,9 @@ async def _pump_results(reader: asyncio.StreamReader, writer: asyncio.StreamWrit
             elif tag == b"C" and rows > row_cap:  # CommandComplete, e.g. b"SELECT 60000\0"
                 verb = payload.rstrip(b"\0").rsplit(b" ", 1)[0]
                 payload = verb + b" " + str(row_cap).encode() + b"\0"
+            elif tag == b"Z":  # ReadyForQuery: its status byte is the transaction's
+                wire.transaction_status = payload[:1]
+                backend.ready()
             writer.write(_message(tag, payload))
             if writer.transport.get_write_buffer_size() > _COPY_CHUNK or tag == b"Z":
                 await writer.drain()
@@ -291,13 +331,25 @@ async def _pump_results(reader: asyncio.StreamReader, writer: asyncio.StreamWrit
         writer.close()
 
 
-async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    """Copy bytes until EOF, then close the other side so its peer sees the end too."""
+async def _pump_client(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, wire: WireSession, backend: _BackendState
+) -> None:
+    """Client to PostgreSQL, message by message through the SQL layer (qs_wire); at EOF, close the
+    other side so its peer sees the end too."""
     try:
-        while data := await reader.read(_COPY_CHUNK):
-            writer.write(data)
+        while True:
+            tag, payload = await _read_message(reader)
+            if tag == b"X":  # Terminate
+                writer.write(_message(tag, payload))
+                break
+            forwarded = await wire.from_client(tag, payload)
+            if forwarded is None:
+                continue
+            if tag in (b"Q", b"S"):
+                backend.sent()
+            writer.write(forwarded)
             await writer.drain()
-    except ConnectionError as exc:
+    except (asyncio.IncompleteReadError, ConnectionError) as exc:
         log.debug("Query Service connection dropped: %s", exc)
     finally:
         writer.close()

@@ -399,6 +399,10 @@ class _Resolver:
                 node.set("alias", exp.TableAlias(this=exp.to_identifier(f"__subquery_{counter}")))
         for table in tree.find_all(exp.Table):
             _lower_table(table)
+            if isinstance(table.this, exp.Func) and not table.alias:
+                # A set-returning function in FROM is named after the function, as in PostgreSQL.
+                function = table.this.name if isinstance(table.this, exp.Anonymous) else table.this.sql_name()
+                table.set("alias", exp.TableAlias(this=exp.to_identifier(function.lower())))
         for alias in tree.find_all(exp.TableAlias):
             if alias.this is not None and isinstance(alias.parent, (exp.Table, exp.Subquery, exp.CTE)):
                 alias.set("this", exp.to_identifier(alias.name.lower()))
