@@ -732,6 +732,13 @@ def _rewrite_functions(node: exp.Expression) -> exp.Expression:
             this=exp.Floor(this=_epoch(inner)),
             to=exp.DataType.build("bigint"),
         )
+    scale = {exp.UnixMicros: 1_000_000, exp.UnixMillis: 1_000, exp.UnixSeconds: 1}.get(type(node))
+    if scale is not None:
+        # unix_micros(ts) & co.: whole units since the epoch (PostgreSQL's epoch is exact numeric).
+        return exp.Cast(
+            this=exp.Floor(this=exp.Mul(this=_epoch(node.this), expression=exp.Literal.number(scale))),
+            to=exp.DataType.build("bigint"),
+        )
     if isinstance(node, exp.TsOrDsAdd) and (node.unit is None or node.unit.name.upper() in ("DAY", "DAYS")):
         # date_add(d, n) is a date in Spark; PostgreSQL's date + integer is one too.
         return exp.Add(
