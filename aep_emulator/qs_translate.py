@@ -375,6 +375,8 @@ class _Resolver:
         self.flatten_output = flatten_output
         self.outputs: dict[int, list[Path]] = {}
         self.tables: set[str] = set()
+        # Columns already rewritten: a correlated subquery's columns also show in its parent scope.
+        self.done: set[int] = set()
 
     # entry point
     def query(self, tree: exp.Expression) -> exp.Expression:
@@ -469,10 +471,14 @@ class _Resolver:
             return
         sources = self._sources(scope, known)
         outer = self._outer_sources(scope, known)
-        aliases = {p.alias.lower(): p.alias for p in select.expressions if isinstance(p, exp.Alias)}
+        aliases = {p.alias.lower(): p for p in select.expressions if isinstance(p, exp.Alias)}
         projections = set(map(id, select.expressions))
+        alias_references = []
 
         for column in list(scope.columns):
+            if id(column) in self.done:
+                continue
+            self.done.add(id(column))
             node, parts = _full_reference(column)
             if isinstance(column.this, exp.Star):
                 continue
@@ -482,7 +488,7 @@ class _Resolver:
             match = _match(parts, sources) or _match(parts, outer)
             if match is None:
                 if len(parts) == 1 and parts[0].lower() in aliases and not in_projection:
-                    node.replace(exp.column(exp.to_identifier(aliases[parts[0].lower()], quoted=True)))
+                    alias_references.append((node, aliases[parts[0].lower()]))
                     continue
                 if any(s.columns is None for s in list(sources.values()) + list(outer.values())):
                     node.replace(_unknown_reference(parts))
@@ -494,7 +500,32 @@ class _Resolver:
                 continue  # handled with the projection list below
             node.replace(_value(match, as_object=True))
 
+        # sqlglot leaves select aliases in HAVING and ORDER BY out of the scope's columns.
+        for clause in (select.args.get("having"), select.args.get("order"), select.args.get("qualify")):
+            for column in list(clause.find_all(exp.Column)) if clause is not None else ():
+                if id(column) not in self.done and not column.table and column.name.lower() in aliases:
+                    self.done.add(id(column))
+                    alias_references.append((column, aliases[column.name.lower()]))
+        for node, projection in alias_references:
+            # Spark takes a select alias in GROUP BY, HAVING and ORDER BY; PostgreSQL an output name in
+            # ORDER BY only: elsewhere the aliased expression stands in for it.
+            if node.find_ancestor(exp.Order) is not None and node.find_ancestor(exp.Window) is None:
+                node.replace(exp.column(exp.to_identifier(projection.alias, quoted=True)))
+            else:
+                node.replace(self._resolved(projection.this, sources, outer))
         self.outputs[id(select)] = self._project(select, sources, outer, final=final)
+
+    def _resolved(
+        self, value: exp.Expression, sources: dict[str, _Source], outer: dict[str, _Source]
+    ) -> exp.Expression:
+        """A copy of a projection's expression with its own reference resolved (it is rewritten last)."""
+        if isinstance(value, (exp.Column, exp.Dot)):
+            column = value if isinstance(value, exp.Column) else value.find(exp.Column)
+            node, parts = _full_reference(column)
+            match = _match(parts, sources) or _match(parts, outer)
+            if match is not None and node is value:
+                return _value(match, as_object=True)
+        return value.copy()
 
     def _outer_sources(self, scope: Scope, known: dict[str, list[str]]) -> dict[str, _Source]:
         outer: dict[str, _Source] = {}
@@ -532,7 +563,8 @@ class _Resolver:
                 node, parts = _full_reference(column)
             match = (_match(parts, sources) or _match(parts, outer)) if parts and node is value else None
             if match is not None and not match.leaf and not match.extra:
-                name = alias or match.prefix[-1]
+                # Spark names an unaliased reference after its last part, as the query writes it.
+                name = alias or parts[-1]
                 if flatten:
                     for column in match.columns:
                         rest = column[len(match.prefix) :]
@@ -543,7 +575,7 @@ class _Resolver:
                     new.append(exp.alias_(_value(match, as_object=True), name, quoted=True))
                 continue
             if match is not None:
-                name = alias or (match.extra[-1] if match.extra else match.columns[0][-1])
+                name = alias or parts[-1]
                 new.append(exp.alias_(_value(match, as_object=True), name, quoted=True))
                 outputs.append((name,))
                 continue
@@ -719,6 +751,26 @@ def _metadata_function_as_table(select: exp.Select) -> None:
 # --- functions -----------------------------------------------------------------------------------
 
 
+_TIME_PARTS: dict = {
+    exp.Hour: "HOUR",
+    exp.Minute: "MINUTE",
+    exp.Second: "SECOND",
+    exp.Quarter: "QUARTER",
+    "hour": "HOUR",
+    "minute": "MINUTE",
+    "second": "SECOND",
+    "quarter": "QUARTER",
+}
+
+
+def _extract(part: str, value: exp.Expression) -> exp.Expression:
+    """Spark's integer date part (``hour(ts)``...) of a timestamp."""
+    return exp.Cast(
+        this=exp.Extract(this=exp.var(part), expression=exp.Cast(this=value, to=exp.DataType.build("timestamptz"))),
+        to=exp.DataType.build("int"),
+    )
+
+
 def _epoch(value: exp.Expression) -> exp.Expression:
     return exp.Extract(this=exp.var("epoch"), expression=exp.Cast(this=value, to=exp.DataType.build("timestamptz")))
 
@@ -745,6 +797,18 @@ def _rewrite_functions(node: exp.Expression) -> exp.Expression:
             this=exp.Cast(this=node.this, to=exp.DataType.build("date")),
             expression=exp.Cast(this=node.expression, to=exp.DataType.build("int")),
         )
+    part = _TIME_PARTS.get(type(node)) or (
+        _TIME_PARTS.get(node.name.lower()) if isinstance(node, exp.Anonymous) and len(node.expressions) == 1 else None
+    )
+    if part is not None:
+        return _extract(part, node.this if not isinstance(node, exp.Anonymous) else node.expressions[0])
+    if isinstance(node, exp.DayOfMonth):
+        return _extract("DAY", node.this)
+    if isinstance(node, exp.DayOfWeek):
+        # Spark: 1 = Sunday ... 7 = Saturday; PostgreSQL's DOW: 0 = Sunday.
+        return exp.Add(this=_extract("DOW", node.this), expression=exp.Literal.number(1))
+    if isinstance(node, exp.WeekOfYear):
+        return _extract("WEEK", node.this)
     if isinstance(node, exp.Div) and node.args.get("safe"):
         # x / 0 fails (22012), as in Spark's ANSI mode; sqlglot would render Spark's legacy NULL.
         node.set("safe", False)
