@@ -315,8 +315,20 @@ def _extract_snapshots(sql: str, toks: list[Token]) -> tuple[str, dict[str, Snap
     return "".join(pieces), snapshots
 
 
+ACCELERATED_STORE_PREFIX = "qsaccel_profile_agg_"
+
+
 def _lower_table(table: exp.Table) -> None:
-    """Table names, like every name in Spark SQL, ignore case; the emulator's are lower case."""
+    """Table names, like every name in Spark SQL, ignore case; the emulator's are lower case.
+
+    The Query Accelerated Store's ``qsaccel.profile_agg.<table>`` (which aepp's InteractiveQuery2
+    reads on connecting) is the sandbox's ``qsaccel_profile_agg_<table>``.
+    """
+    if (table.catalog or "").lower() == "qsaccel" and (table.db or "").lower() == "profile_agg":
+        table.set("catalog", None)
+        table.set("db", None)
+        table.set("this", exp.to_identifier(ACCELERATED_STORE_PREFIX + table.name.lower()))
+        return
     for key in ("this", "db", "catalog"):
         ident = table.args.get(key)
         if isinstance(ident, exp.Identifier):

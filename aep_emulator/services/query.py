@@ -25,7 +25,7 @@ from aep_emulator import qs_exec, qs_sql
 from aep_emulator.db import quote_ident, sandbox_schema
 from aep_emulator.errors import query_error
 from aep_emulator.runtime import CallContext, Emulator, call_context, emulator
-from aep_emulator.services import catalog
+from aep_emulator.services import catalog, identity, segmentation
 from aep_emulator.tables import sanitize_table_name
 
 log = logging.getLogger(__name__)
@@ -649,6 +649,12 @@ LANGUAGE sql STABLE AS $fn$
     WHERE snapshot_id > COALESCE(NULLIF($2, '')::bigint, -1)
       AND snapshot_id <= COALESCE(NULLIF($3, '')::bigint, 9223372036854775807)
 $fn$;
+CREATE OR REPLACE VIEW {schema}.qsaccel_profile_agg_adwh_dim_merge_policies AS
+    SELECT 1 AS "MERGE_POLICY_ID", '{merge_policy}'::text AS "MERGE_POLICY",
+           'Default Timebased'::text AS "MERGE_POLICY_NAME", true AS "IS_DEFAULT_MERGE_POLICY";
+CREATE OR REPLACE VIEW {schema}.qsaccel_profile_agg_adwh_dim_namespaces AS
+    SELECT n.id AS "NAMESPACE_ID", n.code AS "NAMESPACE_DESCRIPTION", 1 AS "MERGE_POLICY_ID"
+    FROM (VALUES {namespaces}) AS n(id, code);
 CREATE FUNCTION {schema}.sample_meta(table_name text)
 RETURNS TABLE (sample_table_name text, sample_dataset_id text, parent_dataset_id text, sample_type text,
                filter_condition_on_source_dataset text, sample_ratio double precision,
@@ -669,8 +675,9 @@ $fn$;
 
 
 def install_sql_functions(emu: Emulator) -> None:
-    """Create ``table_exists('t')``, ``history_meta('t')``, ``sample_meta('t')`` and the
-    ``snapshot_batches`` behind ``SNAPSHOT`` clauses in every sandbox schema.
+    """Create ``table_exists('t')``, ``history_meta('t')``, ``sample_meta('t')``, the
+    ``snapshot_batches`` behind ``SNAPSHOT`` clauses and the Query Accelerated Store's merge-policy
+    and namespace dimensions (``qsaccel.profile_agg.adwh_dim_*``) in every sandbox schema.
 
     A snapshot is a successful batch of the table's dataset. Its ``snapshot_id`` is the batch's
     completion time in epoch milliseconds: a number, as AEP's are, so ``SNAPSHOT SINCE $id`` takes it
@@ -688,6 +695,8 @@ def install_sql_functions(emu: Emulator) -> None:
                 table_tag=catalog.TABLE_TAG,
                 sample_of_tag=qs_exec.SAMPLE_OF_TAG,
                 sample_rate_tag=qs_exec.SAMPLE_RATE_TAG,
+                merge_policy=segmentation.default_merge_policy_id(sandbox),
+                namespaces=", ".join(f"({ns[0]}, '{ns[1]}')" for ns in identity.STANDARD),
             )
             conn.execute(functions)
 

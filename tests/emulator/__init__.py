@@ -131,7 +131,7 @@ def ingest(aep, dataset_id: str, files: dict[str, bytes], fmt: str = "parquet", 
     """Create a batch, upload the files, COMPLETE it and return the finished batch."""
     batch = create_batch(aep, dataset_id, fmt, **extra)
     for name, data in files.items():
-        assert upload(aep, batch["id"], dataset_id, name, data).status_code == 201
+        assert upload(aep, batch["id"], dataset_id, name, data).status_code == 200
     assert aep.post(f"{IMPORT}/batches/{batch['id']}", params={"action": "COMPLETE"}).status_code == 200
     return wait_for_batch(aep, batch["id"])
 
