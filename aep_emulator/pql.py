@@ -17,6 +17,7 @@ Anything else is refused with an error naming the construct (``chain(...)``, for
 
 from __future__ import annotations
 
+import operator
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -111,6 +112,15 @@ _TOKEN = re.compile(
 )
 _KEYWORDS = {"and", "or", "not", "exists", "true", "false", "in", "occurs", "select", "from", "where"}
 _SQL_OPS = {"=": "=", "==": "=", "!=": "<>", "<": "<", "<=": "<=", ">": ">", ">=": ">="}
+_OPERATORS = {
+    "=": operator.eq,
+    "==": operator.eq,
+    "!=": operator.ne,
+    "<": operator.lt,
+    "<=": operator.le,
+    ">": operator.gt,
+    ">=": operator.ge,
+}
 _NUMERIC_TYPES = ("smallint", "integer", "bigint", "double precision", "real", "numeric")
 _STRING_FUNCTIONS = ("equals", "contains", "startsWith", "endsWith")
 _UNITS = {
@@ -384,17 +394,24 @@ def compile_predicate(
         if isinstance(node, EventQuery):
             if events is None:
                 raise PQLError("Invalid PQL: xEvent has no Profile-enabled ExperienceEvent dataset to read")
+            # Uncorrelated semi-joins on (namespace, identity): PostgreSQL hashes them once, where a
+            # correlated subquery would scan the events once per profile.
             params.extend(events.params)
             condition = emit(node.condition, events.columns, '"xEvent".')
+            profile = f"({profile_alias}.__namespace, {profile_alias}.__identity)"
             matched = (
-                f'FROM ({events.sql}) AS "xEvent" WHERE "xEvent".__namespace = {profile_alias}.__namespace'
-                f' AND "xEvent".__identity = {profile_alias}.__identity AND COALESCE({condition}, false)'
+                f'SELECT "xEvent".__namespace, "xEvent".__identity FROM ({events.sql}) AS "xEvent"'
+                f" WHERE COALESCE({condition}, false)"
             )
             if node.count is None:
-                return f"(EXISTS (SELECT 1 {matched}))"
+                return f"({profile} IN ({matched}))"
             op, amount = node.count
             params.append(amount)
-            return f"((SELECT count(*) {matched}) {_SQL_OPS[op]} %s)"
+            having = f"count(*) {_SQL_OPS[op]} %s"
+            # A profile without matching events has count() = 0: it qualifies when 0 <op> n does.
+            if _OPERATORS[op](0, amount):
+                return f"({profile} NOT IN ({matched} GROUP BY 1, 2 HAVING NOT ({having})))"
+            return f"({profile} IN ({matched} GROUP BY 1, 2 HAVING {having}))"
         column = qualifier + _column(node.path, scope, events_scope=qualifier != "")
         column_type = scope[node.path.name]
         if isinstance(node, NullCheck):

@@ -86,7 +86,7 @@ def names(dag_id, tmp_path, s3):
     (tmp_path / "dataset.json").write_text(json.dumps(spec).replace(f"scores_{suffix}", "scores_{{ params.suffix }}"))
     (tmp_path / "count.sql").write_text('SELECT COUNT(*) AS n FROM {{ ti.xcom_pull("ensure")["table_name"] }}')
     (tmp_path / "high.sql").write_text(
-        'SELECT "_acme.userid" AS userid FROM {{ ti.xcom_pull("ensure")["table_name"] }} WHERE "_acme.propensity" >= $threshold'
+        'SELECT _acme.userid AS userid FROM {{ ti.xcom_pull("ensure")["table_name"] }} WHERE _acme.propensity >= $threshold'
     )
     prefix = f"scores/{dag_id}/dt={AS_OF}"
     for part in range(2):
