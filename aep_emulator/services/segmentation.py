@@ -161,17 +161,22 @@ def union_columns(sources: list[ProfileSource]) -> dict[str, str]:
     return columns
 
 
+def _union_select_list(source: ProfileSource, columns: dict[str, str]) -> str:
+    """Every union column from one source, NULL where the source lacks it (typed, for UNION ALL)."""
+    return ", ".join(
+        f"{quote_ident(name)}::{type_} AS {quote_ident(name)}"
+        if name in source.columns
+        else f"NULL::{type_} AS {quote_ident(name)}"
+        for name, type_ in columns.items()
+    )
+
+
 def _merged_profiles_sql(sources: list[ProfileSource], columns: dict[str, str]) -> tuple[str, list]:
     """SELECT producing one row per (namespace, identity) with every union column merged."""
     fragments, params = [], []
     for source in sources:
         identity = quote_ident(source.identity_column)
-        selected = ", ".join(
-            f"{quote_ident(name)}::{type_} AS {quote_ident(name)}"
-            if name in source.columns
-            else f"NULL::{type_} AS {quote_ident(name)}"
-            for name, type_ in columns.items()
-        )
+        selected = _union_select_list(source, columns)
         fragments.append(
             f"(SELECT DISTINCT ON ({identity}) %s::text AS {_NS}, {identity}::text AS {_IDENTITY},"
             f' "_acp_system_metadata.ingestTime" AS __ingest, {selected}'
@@ -200,12 +205,7 @@ def event_relation(emu: Emulator, sandbox: str) -> pql.EventRelation | None:
     columns = union_columns(sources)
     fragments, params = [], []
     for source in sources:
-        selected = ", ".join(
-            f"{quote_ident(name)}::{type_} AS {quote_ident(name)}"
-            if name in source.columns
-            else f"NULL::{type_} AS {quote_ident(name)}"
-            for name, type_ in columns.items()
-        )
+        selected = _union_select_list(source, columns)
         fragments.append(
             f"SELECT %s::text AS {_NS}, {quote_ident(source.identity_column)}::text AS {_IDENTITY}, {selected}"
             f" FROM {source.table}"

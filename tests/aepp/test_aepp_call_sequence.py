@@ -7,28 +7,19 @@ against the live service); the comments say where.
 
 from __future__ import annotations
 
-import time
 import uuid
 
 import pytest
 from aepp import catalog, destinationinstanceservice, flowservice, ingestion, queryservice, schema, segmentation
 
+from tests.emulator import field_group_body
 from tests.emulator.flows import S3_AUTH, S3_SPEC
+from tests.emulator.test_call_sequence import wait
 from tests.support.aepp_client import configure_aepp
 
 pytestmark = pytest.mark.integration
 
 PROFILES = 40
-
-
-def wait(read, done, timeout: float = 60):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        doc = read()
-        if done(doc):
-            return doc
-        time.sleep(0.05)
-    raise AssertionError(f"still {doc} after {timeout} s")
 
 
 @pytest.fixture
@@ -46,22 +37,7 @@ def test_pipeline_call_sequence_through_aepp(connect, emulator, sandbox):
 
     # Field group, Profile schema, primary identity descriptor, union tag.
     field_group = registry.createFieldGroup(
-        {
-            "title": f"aepp scores {run}",
-            "type": "object",
-            "meta:intendedToExtend": ["https://ns.adobe.com/xdm/context/profile"],
-            "definitions": {
-                "customFields": {
-                    "properties": {
-                        f"_{tenant}": {
-                            "type": "object",
-                            "properties": {"userid": {"type": "string"}, "propensity": {"type": "number"}},
-                        }
-                    }
-                }
-            },
-            "allOf": [{"$ref": "#/definitions/customFields"}],
-        }
+        field_group_body(tenant, f"aepp scores {run}", intended="https://ns.adobe.com/xdm/context/profile")
     )
     assert "$id" in field_group, field_group
     created_schema = registry.createSchema(

@@ -28,13 +28,14 @@ UPS = "/data/core/ups"
 TERMINAL = ("SUCCEEDED", "FAILED", "CANCELLED")
 
 
-def seed_profile_dataset(emu, sandbox: str, rows: list[tuple]) -> dict:
-    """A Profile-enabled dataset of class Profile with primary identity ``_acme.userid`` (ECID).
+def seed_identity_dataset(emu, sandbox: str, klass: str, prefix: str, columns: str, insert: str, rows: list) -> dict:
+    """A Profile-enabled dataset of ``klass`` with primary identity ``_acme.userid`` (ECID).
 
-    :param rows: ``(userid, propensity, cohort, lastName, ingestTime)`` tuples.
+    :param columns: the table's columns (DDL), besides the system columns.
+    :param insert: ``INSERT INTO {table} ...`` with ``%s`` placeholders, run for every row.
     """
     suffix = uuid.uuid4().hex[:10]
-    schema_id = seed_schema(emu, sandbox, xdm.PROFILE, f"scores {suffix}")
+    schema_id = seed_schema(emu, sandbox, klass, f"{prefix} {suffix}")
     emu.store.insert(
         sandbox,
         "descriptor",
@@ -50,26 +51,14 @@ def seed_profile_dataset(emu, sandbox: str, rows: list[tuple]) -> dict:
             "xdm:isPrimary": True,
         },
     )
-    table = f"scores_{suffix}"
-    columns = [
-        "_acme.userid",
-        "_acme.propensity",
-        "_acme.cohort",
-        "person.name.lastName",
-        "_acp_system_metadata.ingestTime",
-    ]
+    table = f"{prefix}_{suffix}"
     with emu.db.connection() as conn:
         conn.execute(
-            f'CREATE TABLE {sandbox_schema(sandbox)}.{table} ("_acme.userid" text, "_acme.propensity" double precision,'
-            ' "_acme.cohort" text, "person.name.lastName" text, "_acp_batchid" text,'
-            ' "_acp_system_metadata.ingestTime" bigint)'
+            f"CREATE TABLE {sandbox_schema(sandbox)}.{table} ({columns},"
+            ' "_acp_batchid" text, "_acp_system_metadata.ingestTime" bigint)'
         )
         with conn.cursor() as cur:
-            cur.executemany(
-                f"INSERT INTO {sandbox_schema(sandbox)}.{table} ({', '.join(quote_ident(c) for c in columns)})"
-                " VALUES (%s, %s, %s, %s, %s)",
-                rows,
-            )
+            cur.executemany(insert.format(table=f"{sandbox_schema(sandbox)}.{table}"), rows)
     return catalog.create_dataset_record(
         emu,
         sandbox,
@@ -78,6 +67,29 @@ def seed_profile_dataset(emu, sandbox: str, rows: list[tuple]) -> dict:
         table_name=table,
         create_table=False,
         tags={"unifiedProfile": ["enabled:true"]},
+    )
+
+
+def seed_profile_dataset(emu, sandbox: str, rows: list[tuple]) -> dict:
+    """A Profile dataset (see :func:`seed_identity_dataset`).
+
+    :param rows: ``(userid, propensity, cohort, lastName, ingestTime)`` tuples.
+    """
+    columns = [
+        "_acme.userid",
+        "_acme.propensity",
+        "_acme.cohort",
+        "person.name.lastName",
+        "_acp_system_metadata.ingestTime",
+    ]
+    return seed_identity_dataset(
+        emu,
+        sandbox,
+        xdm.PROFILE,
+        "scores",
+        '"_acme.userid" text, "_acme.propensity" double precision, "_acme.cohort" text, "person.name.lastName" text',
+        f"INSERT INTO {{table}} ({', '.join(quote_ident(c) for c in columns)}) VALUES (%s, %s, %s, %s, %s)",
+        rows,
     )
 
 
@@ -413,45 +425,18 @@ def test_activation_rejects_unmapped_audiences_and_concurrent_runs(aep, cohort, 
 
 
 def seed_event_dataset(emu, sandbox: str, rows: list[tuple]) -> dict:
-    """A Profile-enabled ExperienceEvent dataset with primary identity ``_acme.userid`` (ECID).
+    """An ExperienceEvent dataset (see :func:`seed_identity_dataset`).
 
     :param rows: ``(userid, eventType, days_ago)`` tuples.
     """
-    suffix = uuid.uuid4().hex[:10]
-    schema_id = seed_schema(emu, sandbox, xdm.EXPERIENCE_EVENT, f"events {suffix}")
-    emu.store.insert(
-        sandbox,
-        "descriptor",
-        suffix,
-        {
-            "@id": suffix,
-            "@type": "xdm:descriptorIdentity",
-            "xdm:sourceSchema": schema_id,
-            "xdm:sourceProperty": "/_acme/userid",
-            "xdm:namespace": "ECID",
-            "xdm:isPrimary": True,
-        },
-    )
-    table = f"events_{suffix}"
-    with emu.db.connection() as conn:
-        conn.execute(
-            f'CREATE TABLE {sandbox_schema(sandbox)}.{table} ("_acme.userid" text, "eventType" text,'
-            ' "timestamp" timestamptz, "_acp_batchid" text, "_acp_system_metadata.ingestTime" bigint)'
-        )
-        with conn.cursor() as cur:
-            cur.executemany(
-                f'INSERT INTO {sandbox_schema(sandbox)}.{table} ("_acme.userid", "eventType", "timestamp")'
-                " VALUES (%s, %s, now() - make_interval(days => %s))",
-                rows,
-            )
-    return catalog.create_dataset_record(
+    return seed_identity_dataset(
         emu,
         sandbox,
-        name=table,
-        schema_ref=schema_id,
-        table_name=table,
-        create_table=False,
-        tags={"unifiedProfile": ["enabled:true"]},
+        xdm.EXPERIENCE_EVENT,
+        "events",
+        '"_acme.userid" text, "eventType" text, "timestamp" timestamptz',
+        'INSERT INTO {table} ("_acme.userid", "eventType", "timestamp") VALUES (%s, %s, now() - make_interval(days => %s))',
+        rows,
     )
 
 
