@@ -4,6 +4,7 @@ Spark (one local session for the whole test session) and ingested into the emula
 
 from __future__ import annotations
 
+import logging
 import os
 from datetime import date, timedelta
 from pathlib import Path
@@ -73,6 +74,8 @@ def spark(tmp_path_factory, nested_events, emulator_events):
     """A local Spark session, configured as Query Service reads SQL: UTC, ANSI mode with double-quoted
     identifiers; the events as views named like the emulator's table (plus one per batch)."""
     pyspark_sql = pytest.importorskip("pyspark.sql")
+    # py4j logs its shutdown at INFO after pytest has closed the captured streams.
+    logging.getLogger("py4j").setLevel(logging.WARNING)
     warehouse = tmp_path_factory.mktemp("spark-warehouse")
     session = (
         pyspark_sql.SparkSession.builder.master("local[2]")
