@@ -72,6 +72,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.emulator = emu
     for module in modules:
         app.include_router(module.router)
+        if hasattr(module, "admin_router"):
+            app.include_router(module.admin_router)
     app.add_middleware(GatewayMiddleware)
 
     @app.exception_handler(AEPError)

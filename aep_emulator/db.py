@@ -49,15 +49,22 @@ def quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+# The owner's sessions resolve names in pg_catalog only: sandbox roles create functions and
+# operators in their schemas, and none of them may ever be picked up by the emulator's own SQL.
+OWNER_OPTIONS = "-c search_path=pg_catalog"
+
+
 class Database:
-    """A small wrapper over a psycopg pool.
+    """A small wrapper over a psycopg pool of the owner role's connections.
 
     :param dsn: libpq connection string of the PostgreSQL server.
     """
 
     def __init__(self, dsn: str, max_size: int = 8) -> None:
         self.dsn = dsn
-        self.pool = ConnectionPool(dsn, min_size=1, max_size=max_size, open=False, kwargs={"autocommit": False})
+        self.pool = ConnectionPool(
+            dsn, min_size=1, max_size=max_size, open=False, kwargs={"autocommit": False, "options": OWNER_OPTIONS}
+        )
 
     def open(self, sandboxes: tuple[str, ...]) -> None:
         self.pool.open(wait=True, timeout=30)

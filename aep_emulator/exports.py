@@ -23,6 +23,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from aep_emulator import tables
 from aep_emulator.db import quote_ident, sandbox_schema
 from aep_emulator.runtime import Emulator
 from aep_emulator.services.segmentation import iter_members, table_columns
@@ -101,6 +102,10 @@ def _iter_tables(emu: Emulator, sandbox: str, table: str, columns: dict[str, str
     names = list(columns)
     select = ", ".join(quote_ident(c) for c in names)
     with emu.db.connection() as conn, conn.cursor(name=f"export_{uuid.uuid4().hex}") as cur:
+        try:
+            tables.check_inert(conn, sandbox, table)
+        except tables.TableError as exc:
+            raise ExportError(str(exc)) from None
         cur.execute(f"SELECT {select} FROM {sandbox_schema(sandbox)}.{quote_ident(table)}")
         while True:
             rows = cur.fetchmany(FETCH_ROWS)

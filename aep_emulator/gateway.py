@@ -1,7 +1,8 @@
-"""Adobe I/O gateway checks and fault injection, in front of every Platform route.
+"""Adobe I/O gateway checks, throttling and fault injection, in front of every Platform route.
 
 Checks run in AEP's order (token, API key, org, sandbox, content type) before service routing, and
-answer with the gateway's ``{error_code, message}`` bodies.
+answer with the gateway's ``{error_code, message}`` bodies; then the client's calls are counted
+against its limits (:mod:`aep_emulator.throttle`).
 """
 
 from __future__ import annotations
@@ -53,6 +54,15 @@ def _check(emu: Emulator, method: str, path: str, headers: dict[str, str]) -> Ca
     )
 
 
+def _too_many_requests(retry_after: int | None) -> AEPError:
+    """The gateway's 429, with ``Retry-After`` seconds when given."""
+    return AEPError(
+        429,
+        {"error_code": "429050", "message": "Too many requests"},
+        {"Retry-After": str(retry_after)} if retry_after is not None else None,
+    )
+
+
 class GatewayMiddleware:
     """ASGI middleware: authenticate Platform calls, inject configured faults.
 
@@ -70,15 +80,14 @@ class GatewayMiddleware:
         method, path = scope["method"], scope["path"]
         try:
             ctx = await asyncio.to_thread(_check, emu, method, path, headers)
+            wait_s = emu.throttle.take(ctx.client_id, method, path)
+            if wait_s is not None:
+                raise _too_many_requests(wait_s)
             latency, status, retry_after = emu.faults.pick(method, path)
             if latency:
                 await asyncio.sleep(latency)
             if status == 429:
-                raise AEPError(
-                    429,
-                    {"error_code": "429050", "message": "Too many requests"},
-                    {"Retry-After": str(retry_after)} if retry_after is not None else None,
-                )
+                raise _too_many_requests(retry_after)
             if status is not None:
                 raise AEPError(status, {"error_code": f"{status}000", "message": "Injected server error"})
         except AEPError as exc:

@@ -1,12 +1,14 @@
 """Running Query Service SQL scripts: the one executor behind the REST queries and the wire endpoint.
 
 A script is split into statements (:mod:`aep_emulator.qs_sql`); each is translated from Spark SQL
-(:mod:`aep_emulator.qs_translate`) and run on PostgreSQL in the caller's transaction, with what AEP
-does besides: a CTAS creates a table whose Catalog dataset is registered once the transaction has
-committed (:func:`register_datasets`), a DROP TABLE deletes its dataset, ``ANALYZE TABLE ...
-TABLESAMPLE`` creates a sample dataset, ``SET`` of a Query Service setting is kept for the session,
-anonymous blocks run their ``SET @var = SELECT ...`` assignments and fall back to their
-``EXCEPTION WHEN OTHER THEN`` statements.
+(:mod:`aep_emulator.qs_translate`), checked by the statement guards (:mod:`aep_emulator.qs_guard`,
+on the text PostgreSQL runs) and run in the caller's transaction on a session logged in as the
+sandbox's role (:func:`connect`), with what AEP does besides: a CTAS creates a table whose Catalog
+dataset is registered once the transaction has committed, a DROP TABLE deletes its dataset (both in
+:func:`record_catalog_effects`, by the emulator's own role: the sandbox's cannot touch Catalog's
+records), ``ANALYZE TABLE ... TABLESAMPLE`` creates a sample dataset, ``SET`` of a Query Service
+setting is kept for the session, anonymous blocks run their ``SET @var = SELECT ...`` assignments
+and fall back to their ``EXCEPTION WHEN OTHER THEN`` statements.
 """
 
 from __future__ import annotations
@@ -19,8 +21,8 @@ import psycopg
 from psycopg import errors as pg_errors
 from psycopg.pq import PGresult
 
-from aep_emulator import qs_sql, qs_translate, xdm
-from aep_emulator.db import quote_ident
+from aep_emulator import qs_guard, qs_sql, qs_translate, xdm
+from aep_emulator.db import quote_ident, sandbox_schema
 from aep_emulator.runtime import Emulator
 from aep_emulator.services import catalog
 from aep_emulator.tables import sanitize_table_name, transactional_store
@@ -74,11 +76,12 @@ class StatementResult:
 
 @dataclass
 class Outcome:
-    """What a script's transaction did: the last statement's row count, the tables its CTAS created
-    and each statement's result (the wire endpoint sends them)."""
+    """What a script's transaction did: the last statement's row count, the tables its CTAS created,
+    the datasets whose tables it dropped and each statement's result (the wire endpoint sends them)."""
 
     row_count: int = 0
     created_tables: dict[str, CreatedTable] = field(default_factory=dict)
+    dropped_datasets: list[str] = field(default_factory=list)
     results: list[StatementResult] = field(default_factory=list)
 
 
@@ -88,6 +91,13 @@ class Session:
 
     settings: dict[str, str] = field(default_factory=dict)
     variables: dict[str, str | None] = field(default_factory=dict)
+
+
+def connect(emu: Emulator, sandbox: str, **settings: str) -> psycopg.Connection:
+    """A session logged in as the sandbox's role, in its schema, with AEP's statement timeout and
+    UTC (Query Service's time zone), and these server settings besides."""
+    timeout_ms = str(emu.settings.qs_statement_timeout_s * 1000)
+    return psycopg.connect(emu.sandbox_conninfo(sandbox, statement_timeout=timeout_ms, TimeZone="UTC", **settings))
 
 
 def table_columns(conn: psycopg.Connection, schema: str, tables: Iterable[str]) -> dict[str, list[str]]:
@@ -223,6 +233,7 @@ class Executor:
         savepoint.__enter__()
         try:
             created_before = dict(self.outcome.created_tables)
+            dropped_before = list(self.outcome.dropped_datasets)
             for statement in block.body:
                 self._statement(statement)
         except (QueryFailed, psycopg.Error) as exc:
@@ -232,12 +243,17 @@ class Executor:
             log.info("anonymous block failed (%s); running its EXCEPTION statements", exc)
             savepoint.__exit__(type(exc), exc, exc.__traceback__)
             self.outcome.created_tables = created_before
+            self.outcome.dropped_datasets = dropped_before
             for statement in block.handler:
                 self._statement(statement)
             return
         savepoint.__exit__(None, None, None)
 
     def _run(self, sql: str) -> psycopg.Cursor:
+        """Run ``sql`` unless a statement guard refuses it (checked on this, the text PostgreSQL runs,
+        so neither a translation nor an ``@variable`` can bring a refused form past the guards)."""
+        if refusal := qs_guard.check_statement(sql):
+            raise QueryFailed(refusal.code, refusal.message)
         cursor = self.conn.execute(sql)
         self.outcome.row_count = max(cursor.rowcount, 0)
         return cursor
@@ -270,7 +286,7 @@ class Executor:
         elif kind == "drop":
             self.outcome.created_tables.pop(statement.table, None)
             if dropped_dataset is not None:
-                transactional_store(self.conn).delete(self.sandbox, catalog.DATASET_KIND, dropped_dataset)
+                self.outcome.dropped_datasets.append(dropped_dataset)
 
     def _analyze(self, statement: qs_translate.Translated) -> None:
         """A sample of the table as a dataset of its own, listed by ``sample_meta('table')``."""
@@ -319,21 +335,45 @@ def _text(value: object) -> str:
     return str(value)
 
 
-def register_datasets(
+def record_catalog_effects(
+    emu: Emulator, sandbox: str, query_id: str, outcome: Outcome, ctas_parameters: dict | None = None
+) -> dict | None:
+    """Once a script's transaction committed, what it did to tables in Catalog's records (in the
+    emulator's own session): forget the datasets whose tables it dropped, register those it created.
+    Return the last created dataset's link.
+
+    :param ctas_parameters: the REST query's ``ctasParameters`` (they name the dataset).
+    """
+    _forget_dropped_datasets(emu, sandbox, outcome)
+    return _register_datasets(emu, sandbox, query_id, outcome.created_tables, ctas_parameters)
+
+
+def _forget_dropped_datasets(emu: Emulator, sandbox: str, outcome: Outcome) -> None:
+    """Delete the records of datasets whose tables the script dropped: those whose table is gone, or
+    is the one the script itself created again (its CTAS registers the new dataset)."""
+    with emu.db.connection() as conn:
+        store = transactional_store(conn)
+        for dataset_id in outcome.dropped_datasets:
+            dataset = store.get(sandbox, catalog.DATASET_KIND, dataset_id)
+            if dataset is None:
+                continue
+            table = catalog.dataset_table(dataset)
+            if table in outcome.created_tables or not _table_exists(conn, sandbox_schema(sandbox), table):
+                store.delete(sandbox, catalog.DATASET_KIND, dataset_id)
+
+
+def _register_datasets(
     emu: Emulator,
     sandbox: str,
     query_id: str,
     created_tables: dict[str, CreatedTable],
-    ctas_parameters: dict | None = None,
+    ctas_parameters: dict | None,
 ) -> dict | None:
-    """Register a Catalog dataset per created table, once its transaction committed; return the
-    last one's link.
+    """Register a Catalog dataset per created table; return the last one's link.
 
     Without a target schema, an ad-hoc schema is generated from the table's columns (dotted names
     become nested objects), titled after the dataset (plus the query id when that title is taken:
     schema titles are unique).
-
-    :param ctas_parameters: the REST query's ``ctasParameters`` (they name the dataset).
     """
     ctas = ctas_parameters or {}
     created_link = None

@@ -2,10 +2,13 @@
 
 The proxy authenticates clients the way AEP does (cleartext password; user = org id, password = a
 live IMS token; dbname ``{sandbox}:all`` or ``{sandbox}:{table}``), then logs in to the emulator's
-PostgreSQL itself with ``search_path`` set to the sandbox's schema and the QS statement timeout, and
-from there on copies the client's bytes as they are and the server's message by message (to cap a
-result at AEP's 50,000 rows), so every client PostgreSQL accepts (psql, psycopg2, psycopg 3) works
-unchanged.
+PostgreSQL as the sandbox's own role (:mod:`aep_emulator.sandbox_roles`), with ``search_path`` set to
+the sandbox's schema and the QS statement timeout; of the client's startup parameters only the
+presentation ones pass (:mod:`aep_emulator.qs_guard`). From there on it relays the client's messages
+one by one through the SQL layer (:mod:`aep_emulator.qs_wire`: Spark SQL translated, a refused
+statement replaced by one that fails with the refusal's SQLSTATE, statements with Catalog effects run
+by the shared executor), and the server's message by message (to cap a result at AEP's 50,000 rows),
+so every client PostgreSQL accepts (psql, psycopg2, psycopg 3) works unchanged.
 
 AEP requires TLS; the emulator does not offer it: SSLRequest and GSSENCRequest are answered ``N``,
 so clients connect with ``sslmode=disable`` (or ``prefer``) against the emulator.
@@ -21,6 +24,7 @@ import struct
 import scramp
 from psycopg.conninfo import conninfo_to_dict
 
+from aep_emulator import qs_guard, sandbox_roles
 from aep_emulator.db import quote_ident, sandbox_schema
 from aep_emulator.qs_wire import WireSession
 from aep_emulator.runtime import Emulator
@@ -33,8 +37,6 @@ GSSENC_REQUEST = 80877104
 CANCEL_REQUEST = 80877102
 # Authentication request codes (the int32 after an 'R' message's length).
 AUTH_OK, AUTH_CLEARTEXT, AUTH_MD5, AUTH_SASL, AUTH_SASL_CONTINUE, AUTH_SASL_FINAL = 0, 3, 5, 10, 11, 12
-# Startup parameters the proxy sets itself rather than passing on to PostgreSQL.
-_PROXY_OWNED_PARAMETERS = frozenset({"user", "database", "options", "replication"})
 _COPY_CHUNK = 65536
 
 
@@ -95,9 +97,7 @@ class QSProxy:
         backend = conninfo_to_dict(emu.settings.pg_dsn)
         self._backend_host = backend.get("host") or "localhost"
         self._backend_port = int(backend.get("port") or 5432)
-        self._backend_user = backend.get("user") or "postgres"
-        self._backend_password = backend.get("password")
-        self._backend_database = backend.get("dbname") or self._backend_user
+        self._backend_database = backend.get("dbname") or backend.get("user") or "postgres"
 
     async def start(self) -> QSProxy:
         host, port = self.emu.settings.host, self.emu.settings.qs_port
@@ -149,9 +149,10 @@ class QSProxy:
             raise ClientRejected("08P01", "expected a password message")
         password = payload.rstrip(b"\0").decode()
         sandbox = await asyncio.to_thread(self._authenticate, parameters, password)
+        login = sandbox_roles.sandbox_login(self.emu.settings.pg_dsn, sandbox)
         backend_reader, backend_writer = await self._open_backend()
         try:
-            await self._backend_login(backend_reader, backend_writer, parameters, sandbox)
+            await self._backend_login(backend_reader, backend_writer, parameters, login)
             # PostgreSQL's ParameterStatus, BackendKeyData and ReadyForQuery follow through the pipe.
             writer.write(_message(b"R", struct.pack("!I", AUTH_OK)))
             await writer.drain()
@@ -224,15 +225,17 @@ class QSProxy:
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
         client_parameters: dict[str, str],
-        sandbox: str,
+        login: sandbox_roles.SandboxLogin,
     ) -> None:
-        """Log in to PostgreSQL (SCRAM-SHA-256, md5, cleartext or trust) for the client's session."""
+        """Log in to PostgreSQL as the sandbox's role (SCRAM-SHA-256, md5, cleartext or trust)."""
         timeout_ms = self.emu.settings.qs_statement_timeout_s * 1000
-        parameters = {k: v for k, v in client_parameters.items() if k not in _PROXY_OWNED_PARAMETERS}
+        parameters, dropped = qs_guard.client_startup_parameters(client_parameters)
+        if dropped:
+            log.info("Query Service session: startup parameters %s ignored (fixed for a sandbox)", dropped)
         parameters.update(
-            user=self._backend_user,
+            user=login.role,
             database=self._backend_database,
-            options=f"-c search_path={sandbox_schema(sandbox)} -c statement_timeout={timeout_ms} -c TimeZone=UTC",
+            options=f"-c search_path={login.schema} -c statement_timeout={timeout_ms} -c TimeZone=UTC",
         )
         writer.write(_startup_message(parameters))
         scram: scramp.ScramClient | None = None
@@ -247,14 +250,14 @@ class QSProxy:
             if code == AUTH_OK:
                 return
             if code == AUTH_CLEARTEXT:
-                writer.write(_message(b"p", self._password().encode() + b"\0"))
+                writer.write(_message(b"p", login.password.encode() + b"\0"))
             elif code == AUTH_MD5:
-                inner = hashlib.md5((self._password() + self._backend_user).encode()).hexdigest()
+                inner = hashlib.md5((login.password + login.role).encode()).hexdigest()
                 digest = hashlib.md5(inner.encode() + payload[4:8]).hexdigest()
                 writer.write(_message(b"p", b"md5" + digest.encode() + b"\0"))
             elif code == AUTH_SASL:
                 mechanisms = [m.decode() for m in payload[4:].split(b"\0") if m]
-                scram = scramp.ScramClient(mechanisms, self._backend_user, self._password())
+                scram = scramp.ScramClient(mechanisms, login.role, login.password)
                 first = scram.get_client_first().encode()
                 mechanism = scram.mechanism_name.encode()
                 writer.write(_message(b"p", mechanism + b"\0" + struct.pack("!i", len(first)) + first))
@@ -265,11 +268,6 @@ class QSProxy:
                 scram.set_server_final(payload[4:].decode())
             else:
                 raise ClientRejected("28000", f"PostgreSQL asked for unsupported authentication (code {code})")
-
-    def _password(self) -> str:
-        if self._backend_password is None:
-            raise ClientRejected("28000", "PostgreSQL asked the proxy for a password, but AEP_PG_DSN has none")
-        return self._backend_password
 
 
 class _BackendState:
@@ -331,18 +329,27 @@ async def _pump_results(
         writer.close()
 
 
+# Fast-path function calls name a function by OID, past every statement guard (libpq's large-object
+# API uses them); answered by PostgreSQL with this refusal instead.
+_FUNCTION_CALL_REFUSAL = qs_guard.Refusal("0A000", "fast-path function calls are not supported by Query Service")
+
+
 async def _pump_client(
     reader: asyncio.StreamReader, writer: asyncio.StreamWriter, wire: WireSession, backend: _BackendState
 ) -> None:
-    """Client to PostgreSQL, message by message through the SQL layer (qs_wire); at EOF, close the
-    other side so its peer sees the end too."""
+    """Client to PostgreSQL, message by message through the SQL layer (qs_wire, which translates
+    and guards every statement); at EOF, close the other side so its peer sees the end too."""
     try:
         while True:
             tag, payload = await _read_message(reader)
             if tag == b"X":  # Terminate
                 writer.write(_message(tag, payload))
                 break
-            forwarded = await wire.from_client(tag, payload)
+            if tag == b"F":
+                tag, refusal = b"Q", qs_guard.refusal_block(wire.schema, _FUNCTION_CALL_REFUSAL)
+                forwarded = _message(tag, refusal.encode() + b"\0")
+            else:
+                forwarded = await wire.from_client(tag, payload)
             if forwarded is None:
                 continue
             if tag in (b"Q", b"S"):

@@ -21,6 +21,8 @@ onto those tables, so one SQL text serves AEP and the emulator:
 
 A statement sqlglot cannot parse is passed on unchanged: Query Service also takes the PostgreSQL forms
 its clients send (``SHOW``, ``BEGIN``, ``$1`` parameters...), and PostgreSQL reports what is wrong.
+Tables in other schemas and PostgreSQL's catalog (``pg_type``, which clients read unqualified) are
+left to PostgreSQL to resolve, and to refuse where the sandbox's role has no privilege.
 """
 
 from __future__ import annotations
@@ -316,6 +318,9 @@ def _extract_snapshots(sql: str, toks: list[Token]) -> tuple[str, dict[str, Snap
 
 
 ACCELERATED_STORE_PREFIX = "qsaccel_profile_agg_"
+# PostgreSQL's own catalog (``pg_roles``, ``pg_type``...), which PostgreSQL clients read unqualified:
+# passed on for PostgreSQL to resolve, and to refuse what the sandbox's role may not read.
+_CATALOG_PREFIX = "pg_"
 
 
 def _lower_table(table: exp.Table) -> None:
@@ -466,7 +471,7 @@ class _Resolver:
                 sources[name] = _Source(name, self.outputs.get(id(source.expression)))
             elif isinstance(source, exp.Table) and isinstance(source.this, exp.Identifier):
                 columns = known.get(source.name)
-                if columns is None and not source.args.get("db"):
+                if columns is None and not source.args.get("db") and not source.name.startswith(_CATALOG_PREFIX):
                     raise TranslationError("42P01", f"Table or view not found: {source.name}")
                 paths = [tuple(c.split(".")) for c in columns] if columns is not None else None
                 sources[name] = _Source(name, paths, hidden=SYSTEM_COLUMNS)
@@ -570,8 +575,9 @@ class _Resolver:
                     self._expand(source.name, source.visible(), (), flatten, new, outputs)
                 continue
             node, parts = (None, None)
-            if isinstance(value, (exp.Column, exp.Dot)):
-                column = value if isinstance(value, exp.Column) else value.find(exp.Column)
+            column = value if isinstance(value, exp.Column) else value.find(exp.Column)
+            if isinstance(value, (exp.Column, exp.Dot)) and column is not None:
+                # (a qualified function call, ``pg_catalog.now()``, is a Dot with no column)
                 node, parts = _full_reference(column)
             match = (_match(parts, sources) or _match(parts, outer)) if parts and node is value else None
             if match is not None and not match.leaf and not match.extra:

@@ -3,12 +3,15 @@
 The proxy (:mod:`aep_emulator.qs_proxy`) hands every client message to a :class:`WireSession`.
 Messages without SQL pass on as they are. A query (simple protocol ``Q``, or ``Parse`` of the
 extended protocol) is translated from Spark SQL (:mod:`aep_emulator.qs_translate`): a plain query
-passes on to PostgreSQL rewritten, so results stream from PostgreSQL as before; a statement with an
-effect on Catalog or an AEP extension (CTAS, INSERT INTO, DROP TABLE, ``ANALYZE TABLE``, Query
-Service ``SET``s, anonymous blocks, ``SET @var``) runs in the shared executor
-(:mod:`aep_emulator.qs_exec`), which registers CTAS datasets as the REST path does, and the session
-answers the client itself in the protocol's messages. Such statements commit at once, whatever
-transaction the client opened: AEP has no transactions to join.
+passes on to PostgreSQL rewritten, so results stream from PostgreSQL as before; when a statement
+guard (:mod:`aep_emulator.qs_guard`) refuses the rewritten text, PostgreSQL gets a statement failing
+with the refusal's SQLSTATE instead, so errors and ReadyForQuery keep PostgreSQL's order and the
+transaction's state. A statement with an effect on Catalog or an AEP extension (CTAS, INSERT INTO,
+DROP TABLE, ``ANALYZE TABLE``, Query Service ``SET``s, anonymous blocks, ``SET @var``) runs in the
+shared executor (:mod:`aep_emulator.qs_exec`), logged in as the sandbox's role like the client's
+own session and guarded the same way; it records CTAS and DROP in Catalog as the REST path does,
+and the session answers the client itself in the protocol's messages. Such statements commit at
+once, whatever transaction the client opened: AEP has no transactions to join.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from dataclasses import dataclass, field
 import psycopg
 from psycopg.pq import PGresult
 
-from aep_emulator import qs_exec, qs_sql, qs_translate
+from aep_emulator import qs_exec, qs_guard, qs_sql, qs_translate
 from aep_emulator.db import sandbox_schema
 from aep_emulator.runtime import Emulator
 
@@ -97,6 +100,11 @@ class WireSession:
     _skipping: bool = False
     _answering: bool = False
 
+    @property
+    def schema(self) -> str:
+        """The sandbox's PostgreSQL schema."""
+        return sandbox_schema(self.sandbox)
+
     async def from_client(self, tag: bytes, payload: bytes) -> bytes | None:
         """The bytes to pass on to PostgreSQL for one client message; None when the session answered."""
         if tag == b"Q":
@@ -117,22 +125,26 @@ class WireSession:
             await self._answer([error_response(exc.code, str(exc)), self._ready()])
             return None
         if forwarded is not None:
-            return message(b"Q", forwarded.encode() + b"\0")
+            return message(b"Q", self._guarded(forwarded).encode() + b"\0")
         replies = await self._execute(sql)
         await self._answer([*replies, self._ready()])
         return None
 
-    def _passthrough(self, sql: str) -> str | None:
-        """The translated script when PostgreSQL can run all of it as it is; None when the executor must."""
+    def _passthrough(self, sql: str) -> list[str] | None:
+        """The translated statements when PostgreSQL can run all of them as they are; None when the
+        executor must.
+
+        Only the names are looked up here, in the emulator's own session (no client SQL runs in it).
+        """
         try:
             statements = qs_sql.split_statements(sql)
         except qs_sql.ScriptError as exc:
             raise qs_exec.QueryFailed("42601", str(exc)) from None
         if not statements:
-            return sql
+            return [sql]
         translated = []
         with self.emu.db.connection() as conn:
-            executor = qs_exec.Executor(self.emu, conn, self.sandbox, sandbox_schema(self.sandbox), self.session)
+            executor = qs_exec.Executor(self.emu, conn, self.sandbox, self.schema, self.session)
             for statement in statements:
                 if qs_sql.parse_block(statement) or qs_sql.parse_assignment(statement) or "@" in statement:
                     return None
@@ -140,7 +152,15 @@ class WireSession:
                 if result.kind not in _PASSTHROUGH_KINDS and not _plain_set(result):
                     return None
                 translated.append(result.sql)
-        return ";\n".join(translated)
+        return translated
+
+    def _guarded(self, statements: list[str], parameters: int = 0) -> str:
+        """The translated statements as one text, or, when a guard refuses one of them, a statement
+        failing with the first refusal (taking ``parameters`` ``$n``, so a Bind still fits)."""
+        for statement in statements:
+            if refusal := qs_guard.check_statement(statement):
+                return qs_guard.refusal_sql(self.schema, refusal, parameters)
+        return ";\n".join(statements)
 
     async def _execute(self, sql: str) -> list[bytes]:
         """Run a script in the executor; its results (or its error) as protocol messages."""
@@ -163,17 +183,12 @@ class WireSession:
             replies += [_row_description(result.result), *rows, _command_complete(result.tag, count)]
         return replies
 
-    def _connect(self) -> psycopg.Connection:
-        timeout_ms = self.emu.settings.qs_statement_timeout_s * 1000
-        options = f"-c search_path={sandbox_schema(self.sandbox)} -c statement_timeout={timeout_ms} -c TimeZone=UTC"
-        return psycopg.connect(self.emu.settings.pg_dsn, options=options)
-
     def _run(self, sql: str) -> qs_exec.Outcome:
-        with self._connect() as conn:
-            executor = qs_exec.Executor(self.emu, conn, self.sandbox, sandbox_schema(self.sandbox), self.session)
+        with qs_exec.connect(self.emu, self.sandbox) as conn:
+            executor = qs_exec.Executor(self.emu, conn, self.sandbox, self.schema, self.session)
             outcome = executor.run(sql)
-        # Committed: the CTAS tables get their datasets, as a REST query's do.
-        qs_exec.register_datasets(self.emu, self.sandbox, f"wire-{id(self):x}", outcome.created_tables)
+        # Committed: Catalog learns of the CTAS and DROP TABLE, as after a REST query.
+        qs_exec.record_catalog_effects(self.emu, self.sandbox, f"wire-{id(self):x}", outcome)
         return outcome
 
     async def _answer(self, replies: list[bytes]) -> None:
@@ -196,7 +211,9 @@ class WireSession:
             self._answering = True
             return await self._extended(b"P", payload, prepared=self._statements[name])
         if forwarded is not None and not self._answering:
-            return message(b"P", name + b"\0" + forwarded.encode() + b"\0" + params)
+            (declared,) = struct.unpack("!h", params[:2])
+            parameters = max(declared, *map(qs_guard.parameter_count, forwarded))
+            return message(b"P", name + b"\0" + self._guarded(forwarded, parameters).encode() + b"\0" + params)
         self._statements[name] = _Prepared(text)
         self._answering = True
         return await self._extended(b"P", payload, prepared=self._statements[name])

@@ -13,12 +13,17 @@ import boto3
 from botocore.config import Config
 from fastapi import Request
 
+from aep_emulator import sandbox_roles
 from aep_emulator.config import Settings
 from aep_emulator.db import Database
 from aep_emulator.faults import Faults
 from aep_emulator.store import Store
+from aep_emulator.throttle import Limits, Throttle
 
 log = logging.getLogger(__name__)
+
+# How often the emulator looks for Query Service statements past their timeout.
+STATEMENT_WATCH_INTERVAL_S = 2.0
 
 
 class Emulator:
@@ -32,6 +37,7 @@ class Emulator:
         self.db = Database(settings.pg_dsn)
         self.store = Store(self.db)
         self.faults = Faults()
+        self.throttle = Throttle(Limits.from_settings(settings))
         # Background work (batch loads, queries, exports, segment jobs) runs here so API calls
         # return at once, as AEP's do, and state machines advance asynchronously.
         self.worker = ThreadPoolExecutor(max_workers=2, thread_name_prefix="aep-emu-worker")
@@ -50,10 +56,28 @@ class Emulator:
 
     def start(self) -> None:
         self.db.open(self.settings.sandboxes)
+        with self.db.connection() as conn:
+            sandbox_roles.set_up(conn, self.settings.pg_dsn, self.settings.sandboxes)
+        threading.Thread(target=self._watch_statements, name="aep-emu-qs-timeout", daemon=True).start()
         existing = {b["Name"] for b in self.s3.list_buckets().get("Buckets", [])}
         for bucket in (self.settings.staging_bucket, self.settings.destination_bucket):
             if bucket not in existing:
                 self.s3.create_bucket(Bucket=bucket)
+
+    def _watch_statements(self) -> None:
+        """Until stopped: cancel Query Service statements past AEP's timeout, whatever the session set."""
+        while not self._stopping.wait(STATEMENT_WATCH_INTERVAL_S):
+            try:
+                with self.db.connection() as conn:
+                    sandbox_roles.cancel_overdue(
+                        conn, self.settings.pg_dsn, self.settings.sandboxes, self.settings.qs_statement_timeout_s
+                    )
+            except Exception:
+                log.exception("checking Query Service statements against their timeout failed")
+
+    def sandbox_conninfo(self, sandbox: str, **server_settings: str) -> str:
+        """Where a sandbox's Query Service SQL runs: a login as the sandbox's own role."""
+        return sandbox_roles.sandbox_conninfo(self.settings.pg_dsn, sandbox, **server_settings)
 
     def stop(self) -> None:
         self._stopping.set()

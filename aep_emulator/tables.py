@@ -93,6 +93,51 @@ def create_unique_table(conn: psycopg.Connection, sandbox: str, base: str, field
     raise TableError(f"no free table name derived from {base!r}; give the dataset a more distinctive name")
 
 
+# What, on a table a sandbox's role owns (a CTAS table), would run that role's code with the
+# emulator's rights when the emulator reads or writes the table: views and other relation kinds,
+# row-level security, rules, triggers, defaults and generated columns, CHECK constraints, index
+# expressions and predicates, columns of types outside pg_catalog (domains), inheritance children.
+_USER_CODE = """
+SELECT c.relkind <> 'r', c.relrowsecurity, c.relhasrules,
+       EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgrelid = c.oid AND NOT t.tgisinternal),
+       EXISTS (SELECT 1 FROM pg_attrdef d WHERE d.adrelid = c.oid),
+       EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conrelid = c.oid AND k.contype = 'c'),
+       EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND (i.indexprs IS NOT NULL OR i.indpred IS NOT NULL)),
+       EXISTS (SELECT 1 FROM pg_attribute a JOIN pg_type ty ON ty.oid = a.atttypid
+               WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+                 AND ty.typnamespace <> 'pg_catalog'::regnamespace),
+       EXISTS (SELECT 1 FROM pg_inherits h WHERE h.inhparent = c.oid)
+FROM pg_class c WHERE c.oid = to_regclass(%s) AND c.relowner <> (SELECT oid FROM pg_roles WHERE rolname = current_user)
+"""
+_USER_CODE_KINDS = (
+    "is not a plain table",
+    "has row-level security",
+    "has rules",
+    "has triggers",
+    "has column defaults or generated columns",
+    "has CHECK constraints",
+    "has expression or partial indexes",
+    "has columns of user-defined types",
+    "has inheritance children",
+)
+
+
+def check_inert(conn: psycopg.Connection, sandbox: str, table: str) -> None:
+    """Raise TableError when reading or writing ``table`` would run code a sandbox's role put there.
+
+    Tables the emulator created are its own and pass at once; a CTAS table passes while it is a
+    plain table of built-in types, as CTAS makes it.
+    """
+    name = qualified(sandbox, table)
+    row = conn.execute(_USER_CODE, (name,)).fetchone()
+    found = [kind for kind, present in zip(_USER_CODE_KINDS, row or (), strict=False) if present]
+    if found:
+        raise TableError(
+            f"table {table!r} in sandbox {sandbox} {' and '.join(found)}; the emulator reads and loads only "
+            "plain tables: drop it and create it again with CREATE TABLE ... AS SELECT"
+        )
+
+
 def drop_table(conn: psycopg.Connection, sandbox: str, table: str) -> None:
     """Drop a dataset's table if it exists."""
     conn.execute(f"DROP TABLE IF EXISTS {qualified(sandbox, table)}")
@@ -102,6 +147,7 @@ def delete_batch_rows(conn: psycopg.Connection, sandbox: str, table: str, batch_
     """Delete the rows that batches loaded (replay, REVERT); return how many went."""
     if not batch_ids:
         return 0
+    check_inert(conn, sandbox, table)
     cur = conn.execute(
         f"DELETE FROM {qualified(sandbox, table)} WHERE {quote_ident(BATCH_ID_COLUMN)} = ANY(%s)", (batch_ids,)
     )

@@ -5,16 +5,18 @@ from __future__ import annotations
 import json
 import logging
 import os
+import secrets
 import shlex
 import sys
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import requests
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from aep_emulator.config import PROJECT_ROOT, Settings, get_settings
+from aep_emulator.config import PROJECT_ROOT, Settings, default_settings, get_settings
 from aep_local import postgres, s3
 from aep_local.processes import PidFile, StackError, port_in_use, spawn, stop_process_group, wait_healthy
 
@@ -23,13 +25,34 @@ log = logging.getLogger(__name__)
 START_TIMEOUT_S = 60
 
 
-def _config_defaults() -> Settings:
-    """config.py's defaults, ignoring AEP_* variables: they tell the stack's own services from external ones."""
-    overrides = {name: os.environ.pop(name) for name in list(os.environ) if name.startswith("AEP_")}
-    try:
-        return Settings()
-    finally:
-        os.environ.update(overrides)
+ADMIN_TOKEN_FILE = "admin-token"
+
+
+class StackEnvironment(BaseSettings):
+    """The stack's own ``AEP_*`` variables; unset ones mean "the stack's own service"."""
+
+    model_config = SettingsConfigDict(env_prefix="AEP_", extra="ignore")
+
+    # Ports of the stack's own PostgreSQL and SeaweedFS (default: those of config.py's DSN / endpoint).
+    pg_port: int | None = None
+    s3_port: int | None = None
+    # Another server's DSN / endpoint makes that service external (only checked).
+    pg_dsn: str | None = None
+    s3_endpoint: str | None = None
+    # The pipeline's artefact bucket (features, models, scores, reports).
+    propensity_bucket: str = "aep-propensity"
+    # The emulator's admin token; default: one generated into AEP_LOCAL_HOME/admin-token.
+    admin_token: str | None = None
+
+
+def _admin_token(home: Path) -> str:
+    """The stack's admin token, made on first use (0600: only this user may drive the emulator's faults)."""
+    path = home / ADMIN_TOKEN_FILE
+    if not path.exists():
+        home.mkdir(parents=True, exist_ok=True)
+        path.touch(mode=0o600)
+        path.write_text(secrets.token_urlsafe(24))
+    return path.read_text().strip()
 
 
 def _with_port(url: str, port: int) -> str:
@@ -58,21 +81,25 @@ class StackSettings:
 
     @classmethod
     def from_env(cls) -> StackSettings:
-        defaults = _config_defaults()
-        pg_port = int(os.environ.get("AEP_PG_PORT", urlsplit(defaults.pg_dsn).port))
-        s3_port = int(os.environ.get("AEP_S3_PORT", urlsplit(defaults.s3_endpoint).port))
+        # config.py's defaults, whatever AEP_* says: they tell the stack's own services from external ones.
+        defaults = default_settings()
+        env = StackEnvironment()
+        pg_port = env.pg_port or urlsplit(defaults.pg_dsn).port
+        s3_port = env.s3_port or urlsplit(defaults.s3_endpoint).port
         own_dsn = _with_port(defaults.pg_dsn, pg_port)
         own_endpoint = _with_port(defaults.s3_endpoint, s3_port)
         # A DSN / endpoint equal to the stack's own (e.g. exported by `bin/stack env`) is not external.
-        pg_dsn = os.environ.get("AEP_PG_DSN", own_dsn)
-        s3_endpoint = os.environ.get("AEP_S3_ENDPOINT", own_endpoint)
+        pg_dsn = env.pg_dsn or own_dsn
+        s3_endpoint = env.s3_endpoint or own_endpoint
+        aep = get_settings()
+        admin_token = env.admin_token or _admin_token(aep.home)
         return cls(
-            aep=replace(get_settings(), pg_dsn=pg_dsn, s3_endpoint=s3_endpoint),
+            aep=aep.model_copy(update={"pg_dsn": pg_dsn, "s3_endpoint": s3_endpoint, "admin_token": admin_token}),
             pg_port=pg_port,
             s3_port=s3_port,
             pg_external=pg_dsn != own_dsn,
             s3_external=s3_endpoint != own_endpoint,
-            propensity_bucket=os.environ.get("AEP_PROPENSITY_BUCKET", "aep-propensity"),
+            propensity_bucket=env.propensity_bucket,
         )
 
     @property
@@ -104,6 +131,7 @@ class StackSettings:
             "AEP_CLIENT_ID": aep.client_id,
             "AEP_CLIENT_SECRET": aep.client_secret,
             "AEP_SANDBOXES": ",".join(aep.sandboxes),
+            "AEP_ADMIN_TOKEN": aep.admin_token,
         }
 
     def airflow_connections(self) -> dict[str, str]:
@@ -262,12 +290,19 @@ class PostgresService(Service):
         # The password stays out of status lines.
         self.address = url._replace(netloc=f"{url.username}@{url.hostname}:{self.port}").geturl()
         self.server = postgres.LocalPostgres(stack.home / "pg" / "data", self.log_path, stack.aep.pg_dsn)
+        self._started = False
 
     def check(self) -> str | None:
         return postgres.check(self.stack.aep.pg_dsn)
 
     def start(self) -> None:
         self.pid_file.write(self.server.start())
+        self._started = True
+
+    def after_healthy(self) -> None:
+        # The stack's own cluster: its roles once it is new, and a migration when an older stack made it.
+        if not self.external and self.server.exists and (self._started or not self.server.is_current):
+            self.server.prepare_owner()
 
     def stop(self, pid: int) -> None:
         self.server.stop()

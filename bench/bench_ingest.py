@@ -17,7 +17,6 @@ import sys
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -124,6 +123,8 @@ def start_emulator(sandbox: str) -> tuple[subprocess.Popen, str]:
         "AEP_QS_PORT": str(free_port()),
         "AEP_SANDBOXES": f"{','.join(get_settings().sandboxes)},{sandbox}",
         "AEP_STATE_LATENCY_S": "0",
+        # Raw ingestion throughput: the gateway's call limits would measure the throttle instead.
+        "AEP_THROTTLE": "false",
     }
     process = subprocess.Popen([sys.executable, "-m", "aep_emulator"], cwd=PROJECT_ROOT, env=env)
     url = f"http://127.0.0.1:{port}"
@@ -228,7 +229,7 @@ def main() -> int:
         print(f"generating {args.rows} rows in {args.files} Parquet files ...", flush=True)
         parts = parquet_parts(event_table(args.rows, settings.tenant_id), args.files)
         print(f"{sum(len(p) for p in parts) / 1e6:.1f} MB of Parquet", flush=True)
-        aep = AEPClient(url, replace(settings), sandbox)
+        aep = AEPClient(url, settings, sandbox)
         dataset_id = setup_dataset(aep, settings.tenant_id)
         seconds, batch = run(aep, dataset_id, parts)
         rate = batch["metrics"].get("outputRecordCount", 0) / seconds

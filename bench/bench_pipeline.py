@@ -37,7 +37,6 @@ import subprocess
 import sys
 import time
 import uuid
-from dataclasses import replace
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -86,7 +85,7 @@ def start_emulator(sandbox: str, log_path: Path) -> tuple[subprocess.Popen, obje
     """``python -m aep_emulator`` on free ports with only ``sandbox``; return the process and its settings."""
     port, qs_port = free_port(), free_port()
     env = {**os.environ, "AEP_EMULATOR_PORT": str(port), "AEP_QS_PORT": str(qs_port), "AEP_SANDBOXES": sandbox}
-    settings = replace(get_settings(), port=port, qs_port=qs_port, sandboxes=(sandbox,))
+    settings = get_settings().model_copy(update={"port": port, "qs_port": qs_port, "sandboxes": (sandbox,)})
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as log:
         # Its own process group, so stopping it never touches this process.

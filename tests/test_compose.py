@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 import os
 import re
-from dataclasses import replace
 from urllib.parse import urlsplit
 
 import pytest
 import yaml
 
 from aep_emulator.config import PROJECT_ROOT
+from aep_local import postgres
 from aep_local.stack import AIRFLOW_DATABASE, StackSettings, airflow_connections, airflow_settings
 
 COMPOSE = yaml.safe_load((PROJECT_ROOT / "docker-compose.yaml").read_text())
@@ -170,15 +170,34 @@ def test_ports_match_the_local_stack_and_stay_on_loopback(stack):
     assert {name for name, _ in published} == {"postgres", "minio", "aep-emulator", "airflow-apiserver"}
 
 
+def _postgres_init_sql() -> str:
+    mounts = SERVICES["postgres"]["configs"]
+    scripts = [mount for mount in mounts if mount["target"].startswith("/docker-entrypoint-initdb.d/")]
+    assert len(scripts) == 1 and scripts[0]["target"].endswith(".sql")
+    return COMPOSE["configs"][scripts[0]["source"]]["content"]
+
+
+def test_postgres_superuser_is_not_the_emulator_role(stack):
+    """As in the local stack: the server's superuser is `postgres`; the DSN's role is created by the
+    init script with the local stack's attributes (no SUPERUSER, CREATEROLE for the sandbox roles)."""
+    local_pg = urlsplit(stack.aep.pg_dsn)
+    postgres_env = SERVICES["postgres"]["environment"]
+    assert postgres_env["POSTGRES_USER"] == postgres.SUPERUSER != local_pg.username
+    assert "POSTGRES_DB" not in postgres_env, "the init script creates the database, owned by the DSN's role"
+    sql = _postgres_init_sql()
+    assert f"CREATE ROLE {local_pg.username} WITH {postgres.OWNER_ATTRIBUTES} PASSWORD '{local_pg.password}';" in sql
+    assert f"CREATE DATABASE {local_pg.path.lstrip('/')} OWNER {local_pg.username};" in sql
+    assert "NOSUPERUSER" in postgres.OWNER_ATTRIBUTES and "CREATEROLE" in postgres.OWNER_ATTRIBUTES
+
+
+def test_emulator_admin_token_is_set():
+    """Without a token the emulator's admin routes are off; compose sets a local one."""
+    assert SERVICES["aep-emulator"]["environment"]["AEP_ADMIN_TOKEN"]
+
+
 def test_credentials_match_the_local_stack(stack):
     aep = stack.aep
     local_pg = urlsplit(aep.pg_dsn)
-    postgres_env = SERVICES["postgres"]["environment"]
-    assert (postgres_env["POSTGRES_USER"], postgres_env["POSTGRES_PASSWORD"], postgres_env["POSTGRES_DB"]) == (
-        local_pg.username,
-        local_pg.password,
-        local_pg.path.lstrip("/"),
-    )
     minio_env = SERVICES["minio"]["environment"]
     assert (minio_env["MINIO_ROOT_USER"], minio_env["MINIO_ROOT_PASSWORD"], minio_env["MINIO_REGION"]) == (
         aep.s3_access_key,
@@ -216,12 +235,9 @@ def test_bucket_job_creates_the_stack_buckets(stack):
 # --- Airflow --------------------------------------------------------------------------------------
 
 
-def test_postgres_init_creates_the_airflow_database():
-    mounts = SERVICES["postgres"]["configs"]
-    scripts = [mount for mount in mounts if mount["target"].startswith("/docker-entrypoint-initdb.d/")]
-    assert len(scripts) == 1 and scripts[0]["target"].endswith(".sql")
-    sql = COMPOSE["configs"][scripts[0]["source"]]["content"]
-    assert re.search(rf"CREATE DATABASE {AIRFLOW_DATABASE}\b", sql)
+def test_postgres_init_creates_the_airflow_database(stack):
+    owner = urlsplit(stack.aep.pg_dsn).username
+    assert re.search(rf"CREATE DATABASE {AIRFLOW_DATABASE} OWNER {owner};", _postgres_init_sql())
 
 
 @pytest.mark.parametrize("name", ["airflow-init", *AIRFLOW_SERVICES])
@@ -257,7 +273,7 @@ def test_airflow_settings_match_the_local_stack(stack, name):
 @pytest.mark.parametrize("name", ["airflow-init", *AIRFLOW_SERVICES])
 def test_airflow_connections_match_the_local_stack(stack, name):
     """Same conn ids and extras as `bin/stack env`; only the hosts are the compose services'."""
-    compose_aep = replace(stack.aep, host=COMPOSE_EMULATOR_HOST, s3_endpoint=COMPOSE_S3_ENDPOINT)
+    compose_aep = stack.aep.model_copy(update={"host": COMPOSE_EMULATOR_HOST, "s3_endpoint": COMPOSE_S3_ENDPOINT})
     expected = airflow_connections(compose_aep, stack.aep.sandboxes[0])
     environment = SERVICES[name]["environment"]
     assert {key for key in environment if key.startswith("AIRFLOW_CONN_")} == set(expected)

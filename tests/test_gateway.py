@@ -60,7 +60,7 @@ def test_gateway_rejects(aep, drop, override, status, code):
 
 def test_expired_token_is_rejected(aep, emulator):
     aep.fetch_token()
-    requests.post(aep.base_url + "/_emulator/tokens/expire", json={"token": aep.token}, timeout=10).raise_for_status()
+    emulator.admin("POST", "tokens/expire", json={"token": aep.token}).raise_for_status()
     resp = requests.get(aep.base_url + CATALOG, headers=aep.headers(), timeout=10)
     assert resp.status_code == 401
     assert resp.json() == {"error_code": "401013", "message": "Oauth token is not valid"}

@@ -37,7 +37,7 @@ def standalone(emulator_session, tmp_path_factory):
     """``airflow standalone`` in the background on free ports, with the session emulator's sandbox."""
     home = tmp_path_factory.mktemp("scheduler_run")
     base = StackSettings.from_env()
-    stack = replace(base, aep=replace(base.aep, home=home))
+    stack = replace(base, aep=base.aep.model_copy(update={"home": home}))
     settings, sandbox = emulator_session.settings, emulator_session.sandbox
     database = f"airflow_sched_{uuid.uuid4().hex[:8]}"
     admin_dsn = urlsplit(stack.aep.pg_dsn)._replace(path="/postgres").geturl()

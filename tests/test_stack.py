@@ -13,7 +13,9 @@ import tempfile
 import time
 from pathlib import Path
 
+import psycopg
 import pytest
+import requests
 
 from aep_emulator.config import PROJECT_ROOT
 from aep_local import postgres
@@ -107,17 +109,27 @@ def test_up_status_reuse_env_down(stack_env):
     assert _pids(stack_env) == pids, "a second `up` must reuse the running services"
 
     exported = subprocess.run(
-        ["bash", "-c", f'eval "$({sys.executable} -m aep_local env)" && echo "$AEP_PG_DSN $AEP_S3_ENDPOINT"'],
+        [
+            "bash",
+            "-c",
+            f'eval "$({sys.executable} -m aep_local env)" && echo "$AEP_PG_DSN $AEP_S3_ENDPOINT $AEP_ADMIN_TOKEN"',
+        ],
         env=stack_env,
         cwd=PROJECT_ROOT,
         capture_output=True,
         text=True,
         check=True,
     )
+    admin_token = (Path(stack_env["AEP_LOCAL_HOME"]) / "admin-token").read_text().strip()
     assert exported.stdout.split() == [
         f"postgresql://aep:aep@127.0.0.1:{stack_env['AEP_PG_PORT']}/aep",
         f"http://127.0.0.1:{stack_env['AEP_S3_PORT']}",
+        admin_token,
     ]
+    emulator = f"http://127.0.0.1:{stack_env['AEP_EMULATOR_PORT']}/_emulator/faults"
+    assert requests.get(emulator, timeout=10).status_code == 401
+    assert requests.get(emulator, headers={"Authorization": f"Bearer {admin_token}"}, timeout=10).ok
+    _assert_superuser_is_not_the_emulator_role(stack_env)
 
     stopped = _stack("down", stack_env)
     assert stopped.returncode == 0, stopped.stdout + stopped.stderr
@@ -134,6 +146,49 @@ def test_exported_settings_are_still_the_stack_own(monkeypatch, stack_env):
         monkeypatch.setenv(name, value.strip("'"))
     settings = StackSettings.from_env()
     assert not settings.pg_external and not settings.s3_external
+
+
+def _assert_superuser_is_not_the_emulator_role(stack_env: dict[str, str]) -> None:
+    port = stack_env["AEP_PG_PORT"]
+    with psycopg.connect(f"postgresql://aep:aep@127.0.0.1:{port}/aep") as conn:
+        assert conn.execute("SELECT rolsuper, rolcreaterole FROM pg_roles WHERE rolname = 'aep'").fetchone() == (
+            False,
+            True,
+        )
+    password = (Path(stack_env["AEP_LOCAL_HOME"]) / "pg" / postgres.SUPERUSER_PASSWORD_FILE).read_text().strip()
+    with psycopg.connect(f"postgresql://{postgres.SUPERUSER}:{password}@127.0.0.1:{port}/postgres") as conn:
+        assert conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user").fetchone() == (True,)
+
+
+def test_a_cluster_made_by_an_older_stack_is_migrated(stack_env, monkeypatch):
+    """An older stack made `aep` the bootstrap superuser: `up` migrates the cluster, keeping the data."""
+    home = Path(stack_env["AEP_LOCAL_HOME"])
+    server = f"postgresql://aep:aep@127.0.0.1:{stack_env['AEP_PG_PORT']}"
+    dsn = f"{server}/aep"
+    old = postgres.LocalPostgres(home / "pg" / "data", home / "logs" / "postgres.log", dsn)
+    with monkeypatch.context() as layout:
+        # The old layout: `initdb -U aep` with the DSN's password, and no superuser-password file.
+        layout.setattr(postgres, "SUPERUSER", "aep")
+        layout.setattr(postgres.LocalPostgres, "_new_superuser_password", lambda self: "aep")
+        old.start()
+    try:
+        with psycopg.connect(f"{server}/postgres", autocommit=True) as conn:
+            conn.execute("CREATE DATABASE aep")
+        with psycopg.connect(dsn) as conn:
+            conn.execute("CREATE SCHEMA sbx_prod; CREATE TABLE sbx_prod.kept AS SELECT 42 AS n")
+    finally:
+        old.stop()
+
+    started = _stack("up", stack_env)
+    assert started.returncode == 0, started.stdout + started.stderr
+    assert "migrating it" in started.stderr and "nothing is lost" in started.stderr, started.stderr
+    _assert_superuser_is_not_the_emulator_role(stack_env)
+    with psycopg.connect(dsn) as conn:
+        assert conn.execute(
+            "SELECT n, pg_get_userbyid(relowner) FROM sbx_prod.kept, pg_class WHERE oid = 'sbx_prod.kept'::regclass"
+        ).fetchone() == (42, "aep")
+    again = _stack("up", stack_env)
+    assert again.returncode == 0 and "migrat" not in again.stderr, again.stderr
 
 
 def test_unhealthy_external_postgres_is_reported_not_started(stack_env):

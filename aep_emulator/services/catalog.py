@@ -14,6 +14,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 
 from aep_emulator import tables
+from aep_emulator.db import META_SCHEMA
 from aep_emulator.errors import AEPError, problem_error
 from aep_emulator.runtime import CallContext, Emulator, call_context, emulator
 from aep_emulator.store import new_id, now_ms
@@ -86,6 +87,8 @@ def create_dataset_record(
         fields = leaf_fields(emu, sandbox, schema_id) if create_table else []
         # The table and its record commit together: no orphan table, no dataset without a table.
         with emu.db.connection() as conn:
+            if not create_table:
+                _claim_table(conn, sandbox, table_name)
             if create_table and table_name is None:
                 table_name = tables.create_unique_table(conn, sandbox, tables.sanitize_table_name(name), fields)
             elif create_table:
@@ -97,6 +100,22 @@ def create_dataset_record(
     except (XDMError, tables.TableError) as exc:
         raise DatasetError(str(exc)) from exc
     return doc
+
+
+def _claim_table(conn, sandbox: str, table: str) -> None:
+    """Make sure no other dataset has the existing ``table``, locked until the transaction ends (two
+    queries whose CTAS ended up on one table must not register two datasets for it).
+
+    :raises DatasetError: a dataset already has the table.
+    """
+    conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"{sandbox}/table/{table.lower()}",))
+    owner = conn.execute(
+        f"SELECT id FROM {META_SCHEMA}.resources WHERE sandbox = %s AND kind = %s"
+        " AND lower(doc -> 'tags' -> %s ->> 0) = lower(%s)",
+        (sandbox, DATASET_KIND, TABLE_TAG, table),
+    ).fetchone()
+    if owner is not None:
+        raise DatasetError(f"table {table!r} already belongs to dataset {owner[0]}")
 
 
 def _new_dataset_doc(

@@ -815,6 +815,9 @@ def _finish_run(
     emu: Emulator, sandbox: str, run_id: str, result: exports.ExportResult | None, error: str | None
 ) -> None:
     def finish(run: dict) -> dict:
+        # At most once, under the run's row lock: a second runner (after a restart) cannot rewrite it.
+        if run["metrics"]["durationSummary"].get("completedAtUTC"):
+            return run
         ended = now_ms()
         metrics = run["metrics"]
         metrics["durationSummary"]["completedAtUTC"] = ended

@@ -57,6 +57,8 @@ CODE_REQUIRED = "INGEST-1555-400"
 CODE_SUMMARY_DIAGNOSTICS = "INGEST-1212-400"
 CODE_SUMMARY = "INGEST-1211-400"
 CODE_EMPTY_FILE = "106"
+# A replay whose predecessor is no longer active when it loads (emulator's code; AEP documents none).
+CODE_REPLAY_CONFLICT = "INGEST-1409-409"
 
 _ARROW_TYPES = {
     "string": pa.string(),
@@ -317,7 +319,10 @@ def _revert(emu: Emulator, conn: psycopg.Connection, sandbox: str, batch: dict) 
         raise bad_request(f"batch {batch['id']} is {batch['status']}; only a successful batch can be reverted")
     dataset = get_dataset(emu, sandbox, batch_dataset_id(batch))
     if dataset is not None:
-        tables.delete_batch_rows(conn, sandbox, dataset_table(dataset), [batch["id"]])
+        try:
+            tables.delete_batch_rows(conn, sandbox, dataset_table(dataset), [batch["id"]])
+        except tables.TableError as exc:
+            raise bad_request(str(exc)) from None
     return {**batch, "status": "inactive", "updated": now_ms()}
 
 
@@ -815,6 +820,10 @@ def _copy_rows(
         )
     names = ", ".join(quote_ident(n) for n in [*by_path, *tables.SYSTEM_COLUMNS])
     target = tables.qualified(sandbox, dataset_table(dataset))
+    try:
+        tables.check_inert(conn, sandbox, dataset_table(dataset))
+    except tables.TableError as exc:
+        raise LoadFailed([{"code": CODE_CORRUPT, "description": str(exc)}]) from None
     conn.execute("SET LOCAL TIME ZONE 'UTC'")
     encoded = _encoded_chunks(emu, batch, files, fields, stats)
     with conn.cursor() as cur, cur.copy(f"COPY {target} ({names}) FROM STDIN WITH (FORMAT csv)") as copy:
@@ -934,12 +943,42 @@ def load_batch(emu: Emulator, sandbox: str, batch_id: str) -> None:
 
 
 def _replay(conn: psycopg.Connection, store: Store, sandbox: str, batch: dict, dataset: dict) -> None:
-    """Retire the batch's predecessors: their rows go and they become inactive."""
+    """Retire the batch's predecessors: their rows go and they become inactive.
+
+    Each predecessor is retired only if it is still active, under its row lock and in the load's
+    transaction: of two replays of one batch completed together, the second waits for the first
+    and then fails, so the date's rows are replaced once, never doubled.
+
+    :raises LoadFailed: a predecessor was meanwhile replaced, reverted or deleted.
+    """
     predecessors = (batch.get("replay") or {}).get("predecessors", [])
     # Documents first, rows second: the order REVERT takes its locks in, so the two cannot deadlock.
     for predecessor in predecessors:
-        store.mutate(sandbox, BATCH_KIND, predecessor, lambda doc: {**doc, "status": "inactive", "updated": now_ms()})
-    tables.delete_batch_rows(conn, sandbox, dataset_table(dataset), predecessors)
+
+        def retire(doc: dict, predecessor: str = predecessor) -> dict:
+            if doc["status"] not in ("success", "active"):
+                raise _replay_conflict(batch, predecessor, f"is {doc['status']}")
+            return {**doc, "status": "inactive", "updated": now_ms()}
+
+        if store.mutate(sandbox, BATCH_KIND, predecessor, retire) is None:
+            raise _replay_conflict(batch, predecessor, "no longer exists")
+    try:
+        tables.delete_batch_rows(conn, sandbox, dataset_table(dataset), predecessors)
+    except tables.TableError as exc:
+        raise LoadFailed([{"code": CODE_CORRUPT, "description": str(exc)}]) from None
+
+
+def _replay_conflict(batch: dict, predecessor: str, state: str) -> LoadFailed:
+    return LoadFailed(
+        [
+            {
+                "code": CODE_REPLAY_CONFLICT,
+                "description": f"Replay predecessor batch {predecessor} {state}: another batch replaced it or it "
+                f"was reverted after batch {batch['id']} was created. Nothing was loaded; replay the batch that "
+                "is now active instead",
+            }
+        ]
+    )
 
 
 def recover(emu: Emulator) -> None:

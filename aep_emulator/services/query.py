@@ -133,19 +133,15 @@ BATCH_QUERY_WORK_MEM = "64MB"
 
 
 def _execute(emu: Emulator, sandbox: str, doc: dict) -> qs_exec.Outcome:
-    """Run the query's statements in one transaction.
+    """Run the query's statements in one transaction, as the sandbox's role.
 
-    A DROP TABLE deletes its dataset record in the same transaction (so ``DROP t; CREATE TABLE t AS``
-    cannot lose the new table); the datasets of CTAS tables are registered after the commit.
+    The datasets of the tables a DROP TABLE removed are deleted, and those of CTAS tables registered,
+    after the commit (by the emulator's own role: the sandbox's cannot touch Catalog's records).
     """
     schema = sandbox_schema(sandbox)
-    timeout_ms = emu.settings.qs_statement_timeout_s * 1000
     # Batch queries aggregate whole datasets: give their sorts and hashes room (PostgreSQL's 4 MB
-    # default spills a million-row featurization to disk). Query Service runs in UTC.
-    options = (
-        f"-c search_path={schema} -c statement_timeout={timeout_ms} -c work_mem={BATCH_QUERY_WORK_MEM} -c TimeZone=UTC"
-    )
-    with psycopg.connect(emu.settings.pg_dsn, options=options) as conn:
+    # default spills a million-row featurization to disk).
+    with qs_exec.connect(emu, sandbox, work_mem=BATCH_QUERY_WORK_MEM) as conn:
         _active_runs.started(doc["id"], conn.info.backend_pid)
         executor = qs_exec.Executor(emu, conn, sandbox, schema, cancelled=lambda: _active_runs.is_cancelled(doc["id"]))
         return executor.run(doc["effectiveSQL"])
@@ -232,8 +228,8 @@ def run_query(emu: Emulator, sandbox: str, query_id: str) -> None:
     finally:
         _active_runs.finished(query_id)
     try:
-        created_link = qs_exec.register_datasets(
-            emu, sandbox, doc["id"], outcome.created_tables, doc["request"].get("ctasParameters")
+        created_link = qs_exec.record_catalog_effects(
+            emu, sandbox, doc["id"], outcome, doc["request"].get("ctasParameters")
         )
     except Exception as exc:  # the query must still reach a terminal state; the cause is logged
         log.exception("query %s: registering its CTAS dataset failed", query_id)
@@ -620,7 +616,7 @@ DROP FUNCTION IF EXISTS {schema}.sample_meta(text);
 DROP FUNCTION IF EXISTS {schema}.batch_snapshots(text);
 CREATE FUNCTION {schema}.batch_snapshots(table_name text)
 RETURNS TABLE (batch_id text, snapshot_id bigint, records bigint)
-LANGUAGE sql STABLE AS $fn$
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
     WITH dataset AS (
         SELECT id FROM aep_meta.resources
         WHERE sandbox = '{sandbox}' AND kind = '{dataset_kind}'
@@ -660,7 +656,7 @@ RETURNS TABLE (sample_table_name text, sample_dataset_id text, parent_dataset_id
                filter_condition_on_source_dataset text, sample_ratio double precision,
                parent_dataset_size bigint, sample_dataset_size bigint, sample_status text,
                sample_creation_date timestamptz)
-LANGUAGE sql STABLE AS $fn$
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
     SELECT s.doc -> 'tags' -> '{table_tag}' ->> 0, s.id, p.id, 'uniform', NULL,
            (s.doc -> 'tags' -> '{sample_rate_tag}' ->> 0)::double precision / 100, NULL::bigint, NULL::bigint,
            'COMPLETED', to_timestamp(s.created_ms / 1000.0)
@@ -671,17 +667,31 @@ LANGUAGE sql STABLE AS $fn$
       AND s.doc -> 'tags' -> '{sample_of_tag}' ->> 0 = lower($1)
     ORDER BY s.created_ms
 $fn$;
+DROP FUNCTION IF EXISTS {schema}.qs_refuse(text, text);
+CREATE FUNCTION {schema}.qs_refuse(code text, message text) RETURNS void
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $fn$
+BEGIN
+    RAISE EXCEPTION USING ERRCODE = code, MESSAGE = message;
+END
+$fn$;
 """
 
 
 def install_sql_functions(emu: Emulator) -> None:
     """Create ``table_exists('t')``, ``history_meta('t')``, ``sample_meta('t')``, the
-    ``snapshot_batches`` behind ``SNAPSHOT`` clauses and the Query Accelerated Store's merge-policy
-    and namespace dimensions (``qsaccel.profile_agg.adwh_dim_*``) in every sandbox schema.
+    ``snapshot_batches`` behind ``SNAPSHOT`` clauses, the Query Accelerated Store's merge-policy
+    and namespace dimensions (``qsaccel.profile_agg.adwh_dim_*``) and ``qs_refuse(code, message)``
+    in every sandbox schema.
 
     A snapshot is a successful batch of the table's dataset. Its ``snapshot_id`` is the batch's
     completion time in epoch milliseconds: a number, as AEP's are, so ``SNAPSHOT SINCE $id`` takes it
     unquoted, and ordered, so ``SINCE a`` (after a) and ``AS OF b`` (up to b) are ranges of it.
+    ``batch_snapshots`` (behind ``history_meta`` and ``snapshot_batches``) and ``sample_meta`` read
+    Catalog's records, which the sandbox's role cannot: they run with their owner's rights (SECURITY
+    DEFINER, names resolved in pg_catalog only), on this sandbox's records only. The dimensions are
+    constant views (the sandbox's merge policy, the standard namespaces) the sandbox's role reads.
+    ``qs_refuse`` is what the wire endpoint runs in place of a refused statement
+    (:mod:`aep_emulator.qs_guard`).
     """
     with emu.db.connection() as conn:
         # Emulators sharing one PostgreSQL may start together; concurrent DDL on one function conflicts.

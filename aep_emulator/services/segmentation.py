@@ -25,7 +25,7 @@ import psycopg
 from fastapi import APIRouter, Body, Depends, Request
 from fastapi.responses import JSONResponse, Response
 
-from aep_emulator import pql, xdm
+from aep_emulator import pql, tables, xdm
 from aep_emulator.db import META_SCHEMA, quote_ident, sandbox_schema
 from aep_emulator.errors import ups_error
 from aep_emulator.runtime import CallContext, Emulator, call_context, emulator
@@ -145,6 +145,11 @@ def profile_sources(emu: Emulator, sandbox: str, klass: str = xdm.PROFILE) -> li
                 continue
             identity = _primary_identity(descriptors, schema_id)
             table = tags["adobe/pqs/table"][0]
+            try:
+                tables.check_inert(conn, sandbox, table)
+            except tables.TableError as exc:
+                log.warning("dataset %s left out of the Profile: %s", dataset["id"], exc)
+                continue
             columns = table_columns(conn, schema_name, table)
             if identity is None or identity[0] not in columns:
                 continue
@@ -589,12 +594,21 @@ def cancel_job(job_id: str, emu: Emulator = Depends(emulator), ctx: CallContext 
 
 
 def _advance(emu: Emulator, sandbox: str, job_id: str, status: str, **fields) -> bool:
-    """Move a job to ``status`` unless it is being cancelled (then to CANCELLED); True when moved."""
+    """Move a job to ``status`` unless it is being cancelled (then to CANCELLED); True when moved.
+
+    Checked and changed under the job's row lock, and only forward: a second runner of the same job
+    (a restart's recovery while the first still runs) can neither move it back nor end it twice.
+    """
 
     def step(job: dict) -> dict:
+        current = job["status"]
+        if current in TERMINAL_JOB_STATES or (
+            current in _JOB_ORDER and status in _JOB_ORDER and _JOB_ORDER.index(status) <= _JOB_ORDER.index(current)
+        ):
+            return job
         ts = now_ms()
         job.update(updateTime=ts, updateEpoch=ts // 1000)
-        if job["status"] in ("CANCELLING", "CANCELLED"):
+        if current in ("CANCELLING", "CANCELLED"):
             job["status"] = "CANCELLED"
         else:
             job["status"] = status

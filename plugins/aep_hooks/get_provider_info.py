@@ -7,7 +7,7 @@ def get_provider_info():
     return {
         "package-name": "aep-propensity",
         "name": "Adobe Experience Platform",
-        "description": "Hooks, operators and triggers for `Adobe Experience Platform <https://experienceleague.adobe.com/en/docs/experience-platform>`__.\n",
+        "description": "Hooks, operators, triggers and sensors for `Adobe Experience Platform <https://experienceleague.adobe.com/en/docs/experience-platform>`__.\n",
         "versions": ["0.1.0"],
         "integrations": [
             {
@@ -16,12 +16,49 @@ def get_provider_info():
                 "tags": ["service"],
             }
         ],
-        "hooks": [{"integration-name": "Adobe Experience Platform", "python-modules": ["aep_hooks.hooks"]}],
-        "operators": [{"integration-name": "Adobe Experience Platform", "python-modules": ["aep_hooks.operators"]}],
-        "triggers": [{"integration-name": "Adobe Experience Platform", "python-modules": ["aep_hooks.triggers"]}],
+        "hooks": [
+            {
+                "integration-name": "Adobe Experience Platform",
+                "python-modules": [
+                    "aep_hooks.hooks.aep",
+                    "aep_hooks.hooks.base",
+                    "aep_hooks.hooks.rest",
+                    "aep_hooks.hooks.schema_registry",
+                    "aep_hooks.hooks.catalog",
+                    "aep_hooks.hooks.ingestion",
+                    "aep_hooks.hooks.query_service",
+                    "aep_hooks.hooks.flow_service",
+                    "aep_hooks.hooks.segmentation",
+                ],
+            }
+        ],
+        "operators": [
+            {
+                "integration-name": "Adobe Experience Platform",
+                "python-modules": [
+                    "aep_hooks.operators.catalog",
+                    "aep_hooks.operators.ingestion",
+                    "aep_hooks.operators.query_service",
+                    "aep_hooks.operators.flow_service",
+                    "aep_hooks.operators.segmentation",
+                ],
+            }
+        ],
+        "triggers": [
+            {
+                "integration-name": "Adobe Experience Platform",
+                "python-modules": [
+                    "aep_hooks.triggers.ingestion",
+                    "aep_hooks.triggers.query_service",
+                    "aep_hooks.triggers.flow_service",
+                    "aep_hooks.triggers.segmentation",
+                ],
+            }
+        ],
+        "sensors": [{"integration-name": "Adobe Experience Platform", "python-modules": ["aep_hooks.sensors.jobs"]}],
         "connection-types": [
             {
-                "hook-class-name": "aep_hooks.hooks.AEPHook",
+                "hook-class-name": "aep_hooks.hooks.aep.AEPHook",
                 "hook-name": "Adobe Experience Platform",
                 "connection-type": "aep",
                 "ui-field-behaviour": {

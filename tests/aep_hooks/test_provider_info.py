@@ -54,7 +54,7 @@ def test_extra_links_are_importable_operator_links():
 
 def test_declared_modules_import():
     info = get_provider_info()
-    for kind in ("hooks", "operators", "triggers"):
+    for kind in ("hooks", "operators", "triggers", "sensors"):
         for entry in info[kind]:
             for module in entry["python-modules"]:
                 importlib.import_module(module)

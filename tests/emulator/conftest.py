@@ -16,3 +16,17 @@ def held_worker(emulator):
     release.set()
     for future in futures:
         future.result(timeout=10)
+
+
+@pytest.fixture
+def conn_params(aep) -> dict:
+    """Query Service wire-endpoint keywords from GET /connection_parameters, as a client builds them."""
+    params = aep.get("/data/foundation/query/connection_parameters").json()
+    return {
+        "host": params["host"],
+        "port": params["port"],
+        "user": params["username"],
+        "password": params["token"],
+        "dbname": params["dbName"],
+        "sslmode": "disable",  # AEP requires TLS; the emulator offers none (see aep_emulator.qs_proxy)
+    }

@@ -6,7 +6,6 @@ so the tests do not depend on the Schema Registry and Batch Ingestion routes.
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import re
 import uuid
@@ -212,7 +211,7 @@ def test_adhoc_export_writes_parquet_parts_with_the_dataset_rows(aep, emulator, 
 
 def test_adhoc_export_is_not_ready_for_a_new_flow(aep, emulator, dataset, monkeypatch):
     flow = export_flow(aep, dataset, f"notready-{uuid.uuid4().hex[:6]}")
-    monkeypatch.setattr(emulator.emu, "settings", dataclasses.replace(emulator.emu.settings, export_not_ready_s=600))
+    monkeypatch.setattr(emulator.emu, "settings", emulator.emu.settings.model_copy(update={"export_not_ready_s": 600}))
     resp = adhoc_export(aep, flow["id"], dataset["id"])
     assert resp.status_code == 400
     assert resp.json() == {

@@ -21,20 +21,6 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def conn_params(aep, emulator, sandbox) -> dict:
-    """Connection keywords from GET /connection_parameters, as a client would build them."""
-    params = aep.get("/data/foundation/query/connection_parameters").json()
-    return {
-        "host": params["host"],
-        "port": params["port"],
-        "user": params["username"],
-        "password": params["token"],
-        "dbname": params["dbName"],
-        "sslmode": "disable",  # AEP requires TLS; the emulator offers none (see aep_emulator.qs_proxy)
-    }
-
-
-@pytest.fixture
 def wire_table(emulator, conn_params) -> str:
     table = f"wire_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(**conn_params, autocommit=True) as conn:

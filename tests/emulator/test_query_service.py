@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import time
 import uuid
-from dataclasses import replace
 
 import psycopg
 import pytest
@@ -231,7 +230,9 @@ def test_cancel_kills_the_running_statement(aep, emulator):
 
 
 def test_statement_timeout_ends_in_timeout(aep, emulator, monkeypatch):
-    monkeypatch.setattr(emulator.emu, "settings", replace(emulator.emu.settings, qs_statement_timeout_s=1))
+    monkeypatch.setattr(
+        emulator.emu, "settings", emulator.emu.settings.model_copy(update={"qs_statement_timeout_s": 1})
+    )
     timed_out = run(aep, "SELECT pg_sleep(5)")
     assert timed_out["state"] == "TIMEOUT"
     assert timed_out["errors"][0]["code"] == "57014"

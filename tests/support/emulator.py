@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
+import secrets
 import socket
 import threading
 import time
 import uuid
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import requests
 import uvicorn
@@ -29,7 +30,7 @@ class RunningEmulator:
     """
 
     def __init__(self, settings: Settings) -> None:
-        self.settings = replace(settings, port=free_port(), qs_port=free_port())
+        self.settings = settings.model_copy(update={"port": free_port(), "qs_port": free_port()})
         self.app = create_app(self.settings)
         self.server = uvicorn.Server(
             uvicorn.Config(self.app, host="127.0.0.1", port=self.settings.port, log_level="warning")
@@ -59,6 +60,11 @@ class RunningEmulator:
         self.server.should_exit = True
         self.thread.join(timeout=30)
 
+    def admin(self, method: str, route: str, **kwargs) -> requests.Response:
+        """Call an emulator-only route (``/_emulator/<route>``) with the admin token."""
+        headers = {"Authorization": f"Bearer {self.settings.admin_token}", **kwargs.pop("headers", {})}
+        return requests.request(method, f"{self.url}/_emulator/{route}", headers=headers, timeout=30, **kwargs)
+
 
 def session_settings() -> Settings:
     """Settings for a test session: the configured services and a sandbox of the session's own and
@@ -66,7 +72,8 @@ def session_settings() -> Settings:
     or recover, each other's state."""
     base = get_settings()
     sandbox = os.environ.get("AEP_TEST_SANDBOX") or f"t{uuid.uuid4().hex[:8]}"
-    return replace(base, sandboxes=(sandbox,), state_latency_s=0.05), sandbox
+    update = {"sandboxes": (sandbox,), "state_latency_s": 0.05, "admin_token": secrets.token_urlsafe(16)}
+    return base.model_copy(update=update), sandbox
 
 
 @dataclass

@@ -2,7 +2,7 @@
 
 The operators wait for their own jobs (deferring to the triggers); a sensor serves the other case,
 e.g. a batch landed by another system or a query submitted from the Query Service UI. It classifies
-states exactly as the triggers do.
+states with the triggers' own :mod:`aep_hooks.utils.job_states`.
 """
 
 from __future__ import annotations
@@ -14,27 +14,14 @@ from airflow.sdk import BaseSensorOperator
 from airflow.sdk.exceptions import AirflowFailException
 
 from aep_hooks.exceptions import AEPTerminalStateError
-from aep_hooks.hooks import AEPHook
-from aep_hooks.triggers import (
-    RUNNING,
-    SUCCESS,
-    AEPJobTrigger,
-    BatchStatusTrigger,
-    FlowRunTrigger,
-    QueryStatusTrigger,
-    SegmentJobTrigger,
-)
+from aep_hooks.hooks.aep import AEPHook
+from aep_hooks.utils.job_states import BATCH, FLOW_RUN, QUERY, RUNNING, SEGMENT_JOB, SUCCESS, JobKind
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-# Job kind -> (trigger whose classification applies, hook method reading the job).
-JOB_KINDS: dict[str, tuple[type[AEPJobTrigger], str]] = {
-    "batch": (BatchStatusTrigger, "get_batch"),
-    "query": (QueryStatusTrigger, "get_query"),
-    "flow_run": (FlowRunTrigger, "get_run"),
-    "segment_job": (SegmentJobTrigger, "get_segment_job"),
-}
+#: The ``kind`` argument's values.
+JOB_KINDS: dict[str, JobKind] = {"batch": BATCH, "query": QUERY, "flow_run": FLOW_RUN, "segment_job": SEGMENT_JOB}
 
 
 class AEPJobSensor(BaseSensorOperator):
@@ -67,15 +54,13 @@ class AEPJobSensor(BaseSensorOperator):
         self.sandbox = sandbox
 
     def poke(self, context: Context) -> bool:
-        trigger_class, read = JOB_KINDS[self.kind]
-        doc = getattr(AEPHook(self.aep_conn_id, sandbox=self.sandbox), read)(self.resource_id)
-        status, state = trigger_class.classify(doc)
-        self.log.info("AEP %s %s in state %s", self.kind, self.resource_id, state)
-        if status == RUNNING:
+        job = JOB_KINDS[self.kind]
+        doc = getattr(AEPHook(self.aep_conn_id, sandbox=self.sandbox), job.read)(self.resource_id)
+        outcome = job.outcome(self.resource_id, doc)
+        self.log.info("AEP %s %s in state %s", self.kind, self.resource_id, outcome["state"])
+        if outcome["status"] == RUNNING:
             return False
-        if status == SUCCESS:
+        if outcome["status"] == SUCCESS:
             return True
-        # A trigger instance only to read the errors the way the deferred path does (no I/O).
-        errors = trigger_class(self.resource_id, self.aep_conn_id, end_time=0.0).errors(doc)
-        error = AEPTerminalStateError(self.kind, self.resource_id, state, errors)
+        error = AEPTerminalStateError(self.kind, self.resource_id, outcome["state"], outcome["errors"])
         raise AirflowFailException(str(error)) from error

@@ -1,4 +1,4 @@
-"""Tests of the AEP triggers and of the status classification they share with the operators."""
+"""The triggers' shared run loop (through each trigger) and their serialization."""
 
 from __future__ import annotations
 
@@ -9,16 +9,10 @@ from unittest import mock
 
 import pytest
 from aep_hooks.exceptions import AEPApiError
-from aep_hooks.triggers import (
-    BatchStatusTrigger,
-    FlowRunTrigger,
-    QueryStatusTrigger,
-    SegmentJobTrigger,
-    classify_batch,
-    classify_query,
-    classify_run,
-    classify_segment_job,
-)
+from aep_hooks.triggers.flow_service import FlowRunTrigger
+from aep_hooks.triggers.ingestion import BatchStatusTrigger
+from aep_hooks.triggers.query_service import QueryStatusTrigger
+from aep_hooks.triggers.segmentation import SegmentJobTrigger
 
 POLL = 12.5
 FAR = 4_000_000_000.0  # an end_time far in the future (epoch s)
@@ -97,12 +91,12 @@ def sleep():
     """The triggers' sleep, patched in their module only: other event loops (an emulator serving in a
     thread of the same test session) keep the real ``asyncio.sleep``."""
     fake_asyncio = mock.Mock(wraps=asyncio, sleep=mock.AsyncMock())
-    with mock.patch("aep_hooks.triggers.asyncio", fake_asyncio):
+    with mock.patch("aep_hooks.triggers.base.asyncio", fake_asyncio):
         yield fake_asyncio.sleep
 
 
 def patch_get_json(side_effect):
-    return mock.patch("aep_hooks.triggers.AEPAsyncHook.get_json", side_effect=side_effect)
+    return mock.patch("aep_hooks.triggers.base.AEPAsyncHook.get_json", side_effect=side_effect)
 
 
 class TestRun:
@@ -121,7 +115,7 @@ class TestRun:
             "id": rid,
             "state": state,
             "errors": [],
-            "message": f"AEP {cls.kind} {rid} ended in state {state}",
+            "message": f"AEP {cls.job.name} {rid} ended in state {state}",
             "result": result,
         }
         assert get_json.call_args_list == [mock.call(path)] * (len(running) + 1)
@@ -254,36 +248,22 @@ class TestRun:
         assert events[0].payload["status"] == "success"
 
 
-class TestOnKill:
-    @pytest.mark.asyncio
-    async def test_query_is_cancelled(self):
-        with mock.patch("aep_hooks.triggers.AEPAsyncHook.request") as request:
-            await QueryStatusTrigger("q1", end_time=FAR).on_kill()
-        request.assert_awaited_once_with("PATCH", QUERY_PATH, json={"op": "cancel"})
-
-    @pytest.mark.asyncio
-    async def test_segment_job_is_cancelled(self):
-        with mock.patch("aep_hooks.triggers.AEPAsyncHook.request") as request:
-            await SegmentJobTrigger("j1", end_time=FAR).on_kill()
-        request.assert_awaited_once_with("DELETE", JOB_PATH)
-
-
 class TestSerialize:
     @pytest.mark.parametrize(
-        ("cls", "id_kwarg"),
+        ("cls", "module", "id_kwarg"),
         [
-            (QueryStatusTrigger, "query_id"),
-            (BatchStatusTrigger, "batch_id"),
-            (FlowRunTrigger, "run_id"),
-            (SegmentJobTrigger, "job_id"),
+            (QueryStatusTrigger, "query_service", "query_id"),
+            (BatchStatusTrigger, "ingestion", "batch_id"),
+            (FlowRunTrigger, "flow_service", "run_id"),
+            (SegmentJobTrigger, "segmentation", "job_id"),
         ],
     )
-    def test_round_trip(self, cls, id_kwarg):
+    def test_round_trip(self, cls, module, id_kwarg):
         trigger = cls("x1", aep_conn_id="aep_other", poll_interval=5, end_time=1768435200.5, sandbox="dev")
 
         classpath, kwargs = trigger.serialize()
 
-        assert classpath == f"aep_hooks.triggers.{cls.__name__}"
+        assert classpath == f"aep_hooks.triggers.{module}.{cls.__name__}"
         assert kwargs == {
             id_kwarg: "x1",
             "aep_conn_id": "aep_other",
@@ -305,28 +285,3 @@ class TestSerialize:
     def test_rejects_bad_kwargs(self, kwargs):
         with pytest.raises(ValueError):
             QueryStatusTrigger(**kwargs)
-
-
-class TestClassify:
-    @pytest.mark.parametrize(
-        ("classify", "doc", "expected"),
-        [
-            (classify_query, {"state": "SUBMITTED"}, ("running", "SUBMITTED")),
-            (classify_query, {"state": "SUCCESS"}, ("success", "SUCCESS")),
-            (classify_query, {"state": "KILLED"}, ("error", "KILLED")),
-            (classify_query, {"state": "TIMEOUT"}, ("error", "TIMEOUT")),
-            (classify_batch, {"status": "retrying"}, ("running", "retrying")),
-            (classify_batch, {"status": "active"}, ("success", "active")),
-            (classify_batch, {"status": "abandoned"}, ("error", "abandoned")),
-            (classify_batch, {"status": "Stalled"}, ("error", "Stalled")),
-            (classify_batch, {"status": "deleted"}, ("error", "deleted")),
-            (classify_run, {"metrics": {"durationSummary": {"completedAtUTC": 1}}}, ("running", "PENDING")),
-            (classify_run, finished_run("SUCCESS"), ("success", "SUCCESS")),
-            (classify_run, finished_run("failed"), ("error", "failed")),
-            (classify_segment_job, {"status": "CANCELLING"}, ("running", "CANCELLING")),
-            (classify_segment_job, {"status": "CANCELLED"}, ("error", "CANCELLED")),
-            (classify_segment_job, {}, ("running", "UNKNOWN")),
-        ],
-    )
-    def test_states(self, classify, doc, expected):
-        assert classify(doc) == expected

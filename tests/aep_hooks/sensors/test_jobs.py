@@ -11,7 +11,7 @@ from airflow.sdk.exceptions import AirflowFailException
 
 def poke(kind: str, doc: dict, method: str) -> bool:
     sensor = AEPJobSensor(task_id="wait", kind=kind, resource_id="x1")
-    with mock.patch(f"aep_hooks.sensors.AEPHook.{method}", return_value=doc) as read:
+    with mock.patch(f"aep_hooks.sensors.jobs.AEPHook.{method}", return_value=doc) as read:
         result = sensor.poke({})
     read.assert_called_once_with("x1")
     return result

@@ -11,17 +11,12 @@ import boto3
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-import requests
 from aep_hooks.hooks import AEPHook
-from aep_hooks.operators import (
-    PROFILE_CLASS,
-    AEPActivateAudiencesOperator,
-    AEPAudienceOperator,
-    AEPBatchIngestOperator,
-    AEPDatasetExportOperator,
-    AEPEnsureDatasetOperator,
-    AEPQueryOperator,
-)
+from aep_hooks.operators.catalog import PROFILE_CLASS, AEPEnsureDatasetOperator
+from aep_hooks.operators.flow_service import AEPActivateAudiencesOperator, AEPDatasetExportOperator
+from aep_hooks.operators.ingestion import AEPBatchIngestOperator
+from aep_hooks.operators.query_service import AEPQueryOperator
+from aep_hooks.operators.segmentation import AEPAudienceOperator
 from airflow.sdk import DAG, chain
 from airflow.utils.state import DagRunState, TaskInstanceState
 
@@ -250,7 +245,7 @@ def assert_no_duplicates(hook: AEPHook, names: dict, dataset_id: str) -> None:
     schema = hook.find_schema_resource("schemas", f"Scores {suffix}")
     assert len(hook.find_descriptors(schema["$id"])) == 1
     for kind, name in (("flows", f"export {suffix}"), ("flows", f"activation {suffix}")):
-        items = [i for i in hook.iter_flow_service(f"/{kind}") if i.get("name") == name]
+        items = [i for i in hook.iter_flow_service(f"/data/foundation/flowservice/{kind}") if i.get("name") == name]
         assert len(items) <= 1, name
     definitions = [d for d in hook.iter_segment_definitions() if d["name"].endswith(suffix)]
     assert sorted(d["name"] for d in definitions) == sorted({d["name"] for d in definitions})
@@ -309,7 +304,6 @@ def test_crash_after_create_before_complete_retries_into_the_same_batch(aep_env,
 def test_operator_sequence_survives_injected_429_and_5xx_without_duplicates(
     aep_env, emulator, names, dag_id, run_dag, monkeypatch
 ):
-    admin = emulator.url + "/_emulator/faults"
     injected = []
     pick = emulator.emu.faults.pick
 
@@ -321,11 +315,11 @@ def test_operator_sequence_survives_injected_429_and_5xx_without_duplicates(
 
     monkeypatch.setattr(emulator.emu.faults, "pick", counting_pick)
     rules = {"rules": [{"path": "^/data/", "rate_429": 0.1, "rate_5xx": 0.1, "retry_after": 0}], "seed": 7}
-    requests.put(admin, json=rules, timeout=10).raise_for_status()
+    emulator.admin("PUT", "faults", json=rules).raise_for_status()
     stages = ("ensure", "ingest", "ctas", "export", "audience")
     with mock.patch.object(AEPHook, "__init__", _fast_retry_init(AEPHook.__init__)):
         dag_run = run_dag(pipeline(dag_id, names, deferrable=False, stages=stages, retries=4))
-    requests.delete(admin, timeout=10)
+    emulator.admin("DELETE", "faults")
 
     assert dag_run.state == DagRunState.SUCCESS, ti_states(dag_run)
     assert len(injected) >= 5 and any(method == "POST" for method, _, _ in injected), injected

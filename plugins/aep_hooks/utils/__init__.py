@@ -1,0 +1,1 @@
+"""What the hooks, triggers, operators and sensors of the AEP provider share."""

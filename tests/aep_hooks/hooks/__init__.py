@@ -1,0 +1,1 @@
+"""Tests of the AEP hooks, one module per hook module."""

@@ -1,0 +1,1 @@
+"""Tests of the AEP operators, one module per operator module."""

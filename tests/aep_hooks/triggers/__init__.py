@@ -1,0 +1,1 @@
+"""Tests of the AEP triggers, one module per trigger module."""

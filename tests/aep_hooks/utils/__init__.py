@@ -1,0 +1,1 @@
+"""Tests of what the provider's modules share."""
