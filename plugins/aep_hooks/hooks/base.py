@@ -34,7 +34,6 @@ DEFAULT_IMS_URL = "https://ims-na1.adobelogin.com/ims/token/v3"
 DEFAULT_SCOPES = "openid,AdobeID,read_organizations,additional_info.projectedProductContext,session"
 DEFAULT_SANDBOX = "prod"
 DEFAULT_QS_SSLMODE = "require"
-DEFAULT_QS_DIALECT = "spark"
 # Adobe advises a new token well before the 24 h lifetime ends; short (test) lifetimes refresh at half-life.
 TOKEN_REFRESH_LEAD_TIME = 300.0
 
@@ -125,7 +124,6 @@ class AEPConnectionSettings:
     :param sandbox: the sandbox name sent as ``x-sandbox-name``.
     :param scopes: comma-separated OAuth scopes.
     :param qs_sslmode: libpq ``sslmode`` for Query Service.
-    :param qs_dialect: SQL dialect of Query Service: ``spark`` (AEP) or ``postgres`` (emulator).
     """
 
     platform_url: str
@@ -136,7 +134,6 @@ class AEPConnectionSettings:
     sandbox: str
     scopes: str
     qs_sslmode: str
-    qs_dialect: str
 
     @classmethod
     def from_connection(
@@ -168,7 +165,6 @@ class AEPConnectionSettings:
             sandbox=sandbox or extra.get("sandbox") or DEFAULT_SANDBOX,
             scopes=extra.get("scopes") or DEFAULT_SCOPES,
             qs_sslmode=extra.get("qs_sslmode") or DEFAULT_QS_SSLMODE,
-            qs_dialect=extra.get("qs_dialect") or DEFAULT_QS_DIALECT,
         )
 
 

@@ -30,10 +30,9 @@ class AEPQueryOperator(AEPBaseOperator):
 
     .. seealso:: https://experienceleague.adobe.com/docs/experience-platform/query/api/queries.html
 
-    The SQL template sees, besides Airflow's context, ``dialect`` (``spark`` on AEP, ``postgres`` on
-    the emulator, from the connection) and ``tenant`` (the org's tenant id), so one template renders
-    for both Query Service back ends; ``sql_vars`` are merged into ``params`` (values known only at
-    run time, such as upstream outputs).
+    The SQL is Spark SQL, one text for AEP and the emulator. Its template sees, besides Airflow's
+    context, ``tenant`` (the org's tenant id); ``sql_vars`` are merged into ``params`` (values known
+    only at run time, such as upstream outputs).
 
     :param sql: the SQL, or the path of a ``.sql`` template.
     :param sql_vars: extra ``params`` for the template (a dict, or an upstream task's output).
@@ -80,12 +79,11 @@ class AEPQueryOperator(AEPBaseOperator):
         self.query_id: str | None = None
 
     def render_template_fields(self, context: Context, jinja_env: Any = None) -> None:
-        """Render ``sql_vars`` first, then the other fields with it in ``params``, and ``dialect`` and ``tenant``."""
+        """Render ``sql_vars`` first, then the other fields with it in ``params``, and ``tenant``."""
         jinja_env = jinja_env or self.get_template_env()
         self._do_render_template_fields(self, ("sql_vars",), context, jinja_env, set())
         sql_context = {
             **context,
-            "dialect": self.hook.settings.qs_dialect,
             "tenant": self.hook.get_tenant_id(),
             "params": {**(context.get("params") or {}), **(self.sql_vars or {})},
         }
