@@ -46,12 +46,12 @@ _RULES: tuple[tuple[re.Pattern, str, str], ...] = (
         "changing {name} is not supported: a Query Service session stays in its sandbox, with AEP's statement timeout",
     ),
     (
-        re.compile(r"\bset_config\s*\(", re.I),
+        re.compile(r'(?<![\w$])"?set_config"?\s*\(', re.I),
         "0A000",
         "set_config() is not supported: Query Service session settings are fixed",
     ),
     (
-        re.compile(r"\blo_\w+\s*\(", re.I),
+        re.compile(r'(?<![\w$])"?lo_\w+"?\s*\(', re.I),
         "0A000",
         "large objects are not supported by Query Service",
     ),
