@@ -13,8 +13,6 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from aep_emulator import qs_sql
-
 # Startup parameters a client may set for its session (lower case, as PostgreSQL compares them);
 # any other (``options``, ``search_path``, ``role``, ``statement_timeout``...) is dropped.
 CLIENT_STARTUP_PARAMETERS = frozenset(
@@ -48,12 +46,12 @@ _RULES: tuple[tuple[re.Pattern, str, str], ...] = (
         "changing {name} is not supported: a Query Service session stays in its sandbox, with AEP's statement timeout",
     ),
     (
-        re.compile(r"\bset_config\s*\(", re.I),
+        re.compile(r'(?<![\w$])"?set_config"?\s*\(', re.I),
         "0A000",
         "set_config() is not supported: Query Service session settings are fixed",
     ),
     (
-        re.compile(r"\blo_\w+\s*\(", re.I),
+        re.compile(r'(?<![\w$])"?lo_\w+"?\s*\(', re.I),
         "0A000",
         "large objects are not supported by Query Service",
     ),
@@ -74,14 +72,6 @@ def check_statement(statement: str) -> Refusal | None:
         if match := pattern.search(statement):
             name = match.groupdict().get("name")
             return Refusal(code, message.format(name=(name or "").lower()))
-    return None
-
-
-def check_sql(sql: str) -> Refusal | None:
-    """The first refusal among the statements of ``sql``, or None."""
-    for statement in qs_sql.split_statements(sql) or [sql]:
-        if refusal := check_statement(statement):
-            return refusal
     return None
 
 

@@ -5,9 +5,10 @@ live IMS token; dbname ``{sandbox}:all`` or ``{sandbox}:{table}``), then logs in
 PostgreSQL as the sandbox's own role (:mod:`aep_emulator.sandbox_roles`), with ``search_path`` set to
 the sandbox's schema and the QS statement timeout; of the client's startup parameters only the
 presentation ones pass (:mod:`aep_emulator.qs_guard`). From there on it relays the client's messages
-one by one, replacing a refused statement by one that fails with the refusal's SQLSTATE, and the
-server's message by message (to cap a result at AEP's 50,000 rows), so every client PostgreSQL
-accepts (psql, psycopg2, psycopg 3) works unchanged.
+one by one through the SQL layer (:mod:`aep_emulator.qs_wire`: Spark SQL translated, a refused
+statement replaced by one that fails with the refusal's SQLSTATE, statements with Catalog effects run
+by the shared executor), and the server's message by message (to cap a result at AEP's 50,000 rows),
+so every client PostgreSQL accepts (psql, psycopg2, psycopg 3) works unchanged.
 
 AEP requires TLS; the emulator does not offer it: SSLRequest and GSSENCRequest are answered ``N``,
 so clients connect with ``sslmode=disable`` (or ``prefer``) against the emulator.
@@ -25,6 +26,7 @@ from psycopg.conninfo import conninfo_to_dict
 
 from aep_emulator import qs_guard, sandbox_roles
 from aep_emulator.db import quote_ident, sandbox_schema
+from aep_emulator.qs_wire import WireSession
 from aep_emulator.runtime import Emulator
 
 log = logging.getLogger(__name__)
@@ -154,9 +156,16 @@ class QSProxy:
             # PostgreSQL's ParameterStatus, BackendKeyData and ReadyForQuery follow through the pipe.
             writer.write(_message(b"R", struct.pack("!I", AUTH_OK)))
             await writer.drain()
+            backend = _BackendState()
+
+            async def send(data: bytes) -> None:
+                writer.write(data)
+                await writer.drain()
+
+            wire = WireSession(self.emu, sandbox, send, backend.idle)
             await asyncio.gather(
-                _pump_statements(reader, backend_writer, login.schema),
-                _pump_results(backend_reader, writer, self.emu.settings.qs_row_cap),
+                _pump_client(reader, backend_writer, wire, backend),
+                _pump_results(backend_reader, writer, self.emu.settings.qs_row_cap, wire, backend),
             )
         finally:
             backend_writer.close()
@@ -226,7 +235,7 @@ class QSProxy:
         parameters.update(
             user=login.role,
             database=self._backend_database,
-            options=f"-c search_path={login.schema} -c statement_timeout={timeout_ms}",
+            options=f"-c search_path={login.schema} -c statement_timeout={timeout_ms} -c TimeZone=UTC",
         )
         writer.write(_startup_message(parameters))
         scram: scramp.ScramClient | None = None
@@ -261,7 +270,35 @@ class QSProxy:
                 raise ClientRejected("28000", f"PostgreSQL asked for unsupported authentication (code {code})")
 
 
-async def _pump_results(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, row_cap: int) -> None:
+class _BackendState:
+    """How many client requests PostgreSQL still owes a ReadyForQuery, so that answers the proxy
+    gives itself (qs_wire) never overtake PostgreSQL's."""
+
+    def __init__(self) -> None:
+        self.pending = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def sent(self) -> None:
+        self.pending += 1
+        self._idle.clear()
+
+    def ready(self) -> None:
+        self.pending = max(self.pending - 1, 0)
+        if self.pending == 0:
+            self._idle.set()
+
+    async def idle(self) -> None:
+        await self._idle.wait()
+
+
+async def _pump_results(
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    row_cap: int,
+    wire: WireSession,
+    backend: _BackendState,
+) -> None:
     """PostgreSQL to the client, message by message, keeping at most ``row_cap`` rows of each result.
 
     AEP's interactive endpoint returns at most 50,000 rows and says nothing of the rest: the rows
@@ -280,6 +317,9 @@ async def _pump_results(reader: asyncio.StreamReader, writer: asyncio.StreamWrit
             elif tag == b"C" and rows > row_cap:  # CommandComplete, e.g. b"SELECT 60000\0"
                 verb = payload.rstrip(b"\0").rsplit(b" ", 1)[0]
                 payload = verb + b" " + str(row_cap).encode() + b"\0"
+            elif tag == b"Z":  # ReadyForQuery: its status byte is the transaction's
+                wire.transaction_status = payload[:1]
+                backend.ready()
             writer.write(_message(tag, payload))
             if writer.transport.get_write_buffer_size() > _COPY_CHUNK or tag == b"Z":
                 await writer.drain()
@@ -289,47 +329,34 @@ async def _pump_results(reader: asyncio.StreamReader, writer: asyncio.StreamWrit
         writer.close()
 
 
-def _guard_query(payload: bytes, schema: str) -> bytes:
-    """A Query message, or one running the refusal of its first refused statement."""
-    refusal = qs_guard.check_sql(payload.rstrip(b"\0").decode("utf-8", "surrogateescape"))
-    if refusal is None:
-        return payload
-    return qs_guard.refusal_sql(schema, refusal).encode() + b"\0"
-
-
-def _guard_parse(payload: bytes, schema: str) -> bytes:
-    """A Parse message, or one preparing the refusal (with as many parameters, so Bind still fits)."""
-    name, _, rest = payload.partition(b"\0")
-    query, _, types = rest.partition(b"\0")
-    text = query.decode("utf-8", "surrogateescape")
-    refusal = qs_guard.check_sql(text)
-    if refusal is None:
-        return payload
-    (declared,) = struct.unpack("!h", types[:2])
-    replacement = qs_guard.refusal_sql(schema, refusal, max(declared, qs_guard.parameter_count(text)))
-    return name + b"\0" + replacement.encode() + b"\0" + types
-
-
 # Fast-path function calls name a function by OID, past every statement guard (libpq's large-object
 # API uses them); answered by PostgreSQL with this refusal instead.
 _FUNCTION_CALL_REFUSAL = qs_guard.Refusal("0A000", "fast-path function calls are not supported by Query Service")
 
 
-async def _pump_statements(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, schema: str) -> None:
-    """Client to PostgreSQL, message by message, with refused statements replaced (see qs_guard);
-    at EOF, close the other side so its peer sees the end too."""
+async def _pump_client(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, wire: WireSession, backend: _BackendState
+) -> None:
+    """Client to PostgreSQL, message by message through the SQL layer (qs_wire, which translates
+    and guards every statement); at EOF, close the other side so its peer sees the end too."""
     try:
         while True:
             tag, payload = await _read_message(reader)
-            if tag == b"Q":
-                payload = _guard_query(payload, schema)
-            elif tag == b"P":
-                payload = _guard_parse(payload, schema)
-            elif tag == b"F":
-                tag, payload = b"Q", qs_guard.refusal_block(schema, _FUNCTION_CALL_REFUSAL).encode() + b"\0"
-            writer.write(_message(tag, payload))
+            if tag == b"X":  # Terminate
+                writer.write(_message(tag, payload))
+                break
+            if tag == b"F":
+                tag, refusal = b"Q", qs_guard.refusal_block(wire.schema, _FUNCTION_CALL_REFUSAL)
+                forwarded = _message(tag, refusal.encode() + b"\0")
+            else:
+                forwarded = await wire.from_client(tag, payload)
+            if forwarded is None:
+                continue
+            if tag in (b"Q", b"S"):
+                backend.sent()
+            writer.write(forwarded)
             await writer.drain()
     except (asyncio.IncompleteReadError, ConnectionError) as exc:
-        log.debug("Query Service connection ended: %s", exc)
+        log.debug("Query Service connection dropped: %s", exc)
     finally:
         writer.close()

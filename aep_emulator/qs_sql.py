@@ -1,8 +1,7 @@
-"""Query Service SQL handling for the REST queries: ``$param`` substitution, statement splitting and
-recognising the statements that touch Catalog (CTAS, INSERT INTO, DROP TABLE).
-
-The emulator runs the SQL on PostgreSQL, so only AEP syntax PostgreSQL lacks is rewritten: the
-``WITH (schema=..., rowvalidation=..., label=...)`` options of a CTAS.
+"""Query Service SQL scripts: ``$param`` substitution, statement splitting, anonymous blocks
+(``$$ BEGIN ... EXCEPTION WHEN OTHER THEN ... END $$``), ``SET @var = SELECT ...`` and ``@var``
+references. Splitting and recognising statements go by sqlglot's Spark tokens, so quoted text and
+comments never split a statement; what each statement means is :mod:`aep_emulator.qs_translate`'s.
 """
 
 from __future__ import annotations
@@ -10,20 +9,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from sqlglot.errors import TokenError
+from sqlglot.tokens import Token, TokenType
+
+from aep_emulator.qs_translate import tokens
+
 _PARAM = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
 _DOLLAR_TAG = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)?\$")
-_IDENT = r'(?P<table>"(?:[^"]|"")+"|[A-Za-z_][A-Za-z0-9_$]*)'
-_CTAS = re.compile(
-    r"^\s*CREATE\s+TABLE\s+(?P<if_not_exists>IF\s+NOT\s+EXISTS\s+)?"
-    + _IDENT
-    + r"\s*(?:WITH\s*\((?P<options>[^)]*)\)\s*)?AS\s+(?P<select>.+)$",
-    re.IGNORECASE | re.DOTALL,
-)
-_INSERT_INTO = re.compile(r"^\s*INSERT\s+INTO\s+" + _IDENT + r"(?=[\s(])", re.IGNORECASE)
-_DROP_TABLE = re.compile(r"^\s*DROP\s+TABLE\s+(?P<if_exists>IF\s+EXISTS\s+)?" + _IDENT + r"\s*$", re.IGNORECASE)
-_ANY_DROP_TABLE = re.compile(r"^\s*DROP\s+TABLE\b", re.IGNORECASE)
-_LEADING_COMMENTS = re.compile(r"(?:\s*(?:--[^\n]*(?:\n|$)|/\*.*?\*/))*\s*", re.DOTALL)
-_SCHEMA_OPTION = re.compile(r"""\bschema\s*=\s*'(?P<title>(?:[^']|'')*)'""", re.IGNORECASE)
 
 # PostgreSQL column type (information_schema.columns.data_type) -> XDM type of the ad-hoc schema
 # a CTAS registers; the inverse of the XDM -> PostgreSQL mapping in docs/architecture.md.
@@ -51,25 +43,6 @@ class MissingQueryParameter(ValueError):
     """The SQL names a ``$param`` that the query parameters do not define."""
 
 
-@dataclass(frozen=True)
-class Statement:
-    """One SQL statement and what it does to Catalog.
-
-    :param sql: the statement as PostgreSQL runs it.
-    :param kind: ``ctas``, ``insert``, ``drop`` or ``other``.
-    :param table: target table of a CTAS, INSERT INTO or DROP TABLE.
-    :param if_exists: ``IF NOT EXISTS`` (CTAS) or ``IF EXISTS`` (DROP) was given.
-    :param schema_title: the CTAS ``WITH (schema='...')`` option: the title of an existing XDM schema
-        for the new dataset (without it, an ad-hoc schema is generated).
-    """
-
-    sql: str
-    kind: str = "other"
-    table: str | None = None
-    if_exists: bool = False
-    schema_title: str | None = None
-
-
 def substitute_parameters(sql: str, parameters: dict[str, str]) -> str:
     """Replace every ``$key`` by its value, as plain text (AEP does no typing or quoting).
 
@@ -92,85 +65,124 @@ def substitute_parameters(sql: str, parameters: dict[str, str]) -> str:
     return _PARAM.sub(fill, sql)
 
 
+class ScriptError(ValueError):
+    """The SQL cannot be split into statements (an unclosed quote or block)."""
+
+
+def _tokens(sql: str) -> list[Token]:
+    try:
+        return tokens(sql)
+    except TokenError as exc:
+        raise ScriptError(f"the SQL cannot be read: {exc}") from None
+
+
+def _is_dollar_marker(toks: list[Token], i: int) -> bool:
+    """``$$`` (two adjacent ``$`` tokens): the bounds of an anonymous block."""
+    return (
+        i + 1 < len(toks) and toks[i].text == "$" and toks[i + 1].text == "$" and toks[i + 1].start == toks[i].end + 1
+    )
+
+
+def _split(sql: str, toks: list[Token]) -> list[str]:
+    statements, first, in_block, i = [], None, False, 0
+    while i < len(toks):
+        if _is_dollar_marker(toks, i):
+            in_block = not in_block
+            first = i if first is None else first
+            i += 2
+            continue
+        if toks[i].token_type == TokenType.SEMICOLON and not in_block:
+            if first is not None:
+                statements.append(sql[toks[first].start : toks[i - 1].end + 1])
+            first = None
+        elif first is None:
+            first = i
+        i += 1
+    if in_block:
+        raise ScriptError("an anonymous block opened with $$ is not closed with END $$")
+    if first is not None:
+        statements.append(sql[toks[first].start : toks[-1].end + 1])
+    return statements
+
+
 def split_statements(sql: str) -> list[str]:
-    """Split SQL on top-level ``;``, leaving quoted text, dollar-quoted bodies and comments whole.
+    """Split SQL on top-level ``;``, keeping quoted text, comments and ``$$`` blocks whole.
 
     :param sql: one or more statements.
-    :return: the non-empty statements, without their terminating ``;``.
+    :return: the statements, without their terminating ``;`` and leading comments.
+    :raises ScriptError: when a quote or block is not closed.
     """
-    statements, start, i, n = [], 0, 0, len(sql)
-    while i < n:
-        ch = sql[i]
-        if ch in "'\"`":
-            i = _skip_quoted(sql, i, ch)
-        elif sql.startswith("--", i):
-            end = sql.find("\n", i)
-            i = n if end < 0 else end + 1
-        elif sql.startswith("/*", i):
-            end = sql.find("*/", i + 2)
-            i = n if end < 0 else end + 2
-        elif ch == "$" and (tag := _DOLLAR_TAG.match(sql, i)):
-            end = sql.find(tag.group(0), tag.end())
-            i = n if end < 0 else end + len(tag.group(0))
-        elif ch == ";":
-            statements.append(sql[start:i])
-            i += 1
-            start = i
-        else:
-            i += 1
-    statements.append(sql[start:])
-    return [s.strip() for s in statements if _has_code(s)]
+    return _split(sql, _tokens(sql))
 
 
-def _skip_quoted(sql: str, i: int, quote: str) -> int:
-    """Index just past the quoted text opened at ``i`` (a doubled quote is an escaped one)."""
-    j = i + 1
-    while j < len(sql):
-        if sql[j] == quote:
-            if sql.startswith(quote * 2, j):
-                j += 2
-                continue
-            return j + 1
-        j += 1
-    return j
+@dataclass(frozen=True)
+class Block:
+    """An anonymous block: ``$$ BEGIN body; [EXCEPTION WHEN OTHER THEN handler;] END $$``.
+
+    :param body: its statements.
+    :param handler: the statements run instead when one of the body's fails.
+    """
+
+    body: list[str]
+    handler: list[str]
 
 
-def _has_code(statement: str) -> bool:
-    without_comments = re.sub(r"--[^\n]*|/\*.*?\*/", "", statement, flags=re.DOTALL)
-    return bool(without_comments.strip())
+def parse_block(statement: str) -> Block | None:
+    """The anonymous block ``statement`` is, or None when it is not one.
+
+    :raises ScriptError: a block without BEGIN ... END.
+    """
+    toks = _tokens(statement)
+    if not (_is_dollar_marker(toks, 0) and len(toks) >= 4 and _is_dollar_marker(toks, len(toks) - 2)):
+        return None
+    inner = toks[2:-2]
+    if not inner or inner[0].text.upper() != "BEGIN" or inner[-1].text.upper() != "END":
+        raise ScriptError("an anonymous block is written $$ BEGIN <statements>; END $$")
+    inner = inner[1:-1]
+    words = [t.text.upper() for t in inner]
+    handler_at = next(
+        (
+            i
+            for i in range(len(inner) - 3)
+            if words[i : i + 3] == ["EXCEPTION", "WHEN", words[i + 2]]
+            and words[i + 2] in ("OTHER", "OTHERS")
+            and words[i + 3] == "THEN"
+        ),
+        None,
+    )
+    body_toks = inner if handler_at is None else inner[:handler_at]
+    handler_toks = [] if handler_at is None else inner[handler_at + 4 :]
+    return Block(body=_split(statement, body_toks), handler=_split(statement, handler_toks))
 
 
-def _table_name(token: str) -> str:
-    """PostgreSQL's name for an identifier: quoted ones verbatim, unquoted ones folded to lower case."""
-    if token.startswith('"'):
-        return token[1:-1].replace('""', '"')
-    return token.lower()
+def parse_assignment(statement: str) -> tuple[str, str] | None:
+    """``SET @name = <query>``: ``(name, query)``; None for any other statement."""
+    toks = _tokens(statement)
+    if len(toks) < 5 or toks[0].token_type != TokenType.SET or toks[1].text != "@" or toks[3].text != "=":
+        return None
+    return toks[2].text, statement[toks[4].start :]
 
 
-def classify(statement: str) -> Statement:
-    """Recognise a CTAS, INSERT INTO or DROP TABLE, rewriting AEP-only CTAS options away."""
-    code = statement[_LEADING_COMMENTS.match(statement).end() :]
-    if match := _CTAS.match(code):
-        options = match.group("options") or ""
-        title = _SCHEMA_OPTION.search(options)
-        if_not_exists = "IF NOT EXISTS " if match.group("if_not_exists") else ""
-        return Statement(
-            sql=f"CREATE TABLE {if_not_exists}{match.group('table')} AS {match.group('select')}",
-            kind="ctas",
-            table=_table_name(match.group("table")),
-            if_exists=bool(if_not_exists),
-            schema_title=title.group("title").replace("''", "'") if title else None,
-        )
-    if match := _INSERT_INTO.match(code):
-        return Statement(sql=statement, kind="insert", table=_table_name(match.group("table")))
-    if match := _DROP_TABLE.match(code):
-        return Statement(
-            sql=statement,
-            kind="drop",
-            table=_table_name(match.group("table")),
-            if_exists=bool(match.group("if_exists")),
-        )
-    if _ANY_DROP_TABLE.match(code):
-        # Several tables, a schema-qualified name or CASCADE would escape the one-dataset check.
-        return Statement(sql=statement, kind="unsupported_drop")
-    return Statement(sql=statement)
+def substitute_variables(statement: str, variables: dict[str, str | None]) -> str:
+    """Replace every ``@name`` by its value as a SQL string literal (NULL when the query found none).
+
+    :raises ScriptError: a variable that no ``SET @name`` defined.
+    """
+    toks = _tokens(statement)
+    pieces, last = [], 0
+    for at, name in zip(toks, toks[1:], strict=False):
+        if at.text != "@" or name.start != at.end + 1:
+            continue
+        if name.text not in variables:
+            raise ScriptError(f"variable @{name.text} is not set; set it first with SET @{name.text} = SELECT ...")
+        value = variables[name.text]
+        literal = "NULL" if value is None else "'" + value.replace("'", "''") + "'"
+        pieces += [statement[last : at.start], literal]
+        last = name.end + 1
+    return "".join(pieces) + statement[last:]
+
+
+def first_word(statement: str) -> str:
+    """The statement's first keyword, upper case (``SELECT``, ``CREATE``, ``$``...)."""
+    toks = _tokens(statement)
+    return toks[0].text.upper() if toks else ""

@@ -155,9 +155,8 @@ def airflow_connections(aep: Settings, sandbox: str) -> dict[str, str]:
             "sandbox": sandbox,
             "ims_url": f"{aep.base_url}/ims/token/v3",
             "scopes": "openid,AdobeID,read_organizations",
-            # The emulator's wire endpoint speaks no TLS and runs PostgreSQL's SQL, not Spark's.
+            # The emulator's wire endpoint speaks no TLS (it runs the same Spark SQL as AEP).
             "qs_sslmode": "disable",
-            "qs_dialect": "postgres",
         },
     }
     aep_s3 = {

@@ -263,7 +263,9 @@ async def upload_file(
             spool.write(chunk)
         spool.seek(0)
         await asyncio.to_thread(emu.s3.upload_fileobj, spool, emu.settings.staging_bucket, key)
-    return Response(status_code=200 if exists else 201)
+    # AEP answers 200 with an empty body, for a new file as for a replaced one; the spec also lists 201,
+    # but Adobe's client (aepp, written against the live service) takes anything but 200 as an error.
+    return Response(status_code=200)
 
 
 @router.post("/batches/{batch_id}")

@@ -13,7 +13,6 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
@@ -22,12 +21,12 @@ import psycopg
 from fastapi import APIRouter, Body, Depends, Request
 from psycopg import errors as pg_errors
 
-from aep_emulator import qs_guard, qs_sql, xdm
+from aep_emulator import qs_exec, qs_sql
 from aep_emulator.db import quote_ident, sandbox_schema
 from aep_emulator.errors import query_error
 from aep_emulator.runtime import CallContext, Emulator, call_context, emulator
-from aep_emulator.services import catalog
-from aep_emulator.tables import sanitize_table_name, transactional_store
+from aep_emulator.services import catalog, identity, segmentation
+from aep_emulator.tables import sanitize_table_name
 
 log = logging.getLogger(__name__)
 
@@ -36,9 +35,6 @@ router = APIRouter(prefix="/data/foundation/query")
 QUERY_KIND = "query"
 TEMPLATE_KIND = "queryTemplate"
 TERMINAL_STATES = frozenset({"SUCCESS", "FAILED", "KILLED", "TIMEOUT"})
-# Catalog tag marking datasets a QS CTAS created: only those may be dropped with DROP TABLE.
-# Emulator-specific (AEP keeps this ownership internally); Catalog tags are free-form.
-CREATED_BY_QUERY_TAG = "aep-emulator/pqs/createdByQuery"
 # Query-document key of the soft-delete flag; stripped from responses (AEP only hides the query).
 _SOFT_DELETED = "_softDeleted"
 _QUERY_FIELDS = (
@@ -102,22 +98,6 @@ def connection_parameters(
 # --- running queries ---------------------------------------------------------------------------
 
 
-class QueryFailed(Exception):
-    """A query ends FAILED with this error (raised for checks the emulator makes itself).
-
-    :param code: SQLSTATE-style code, e.g. ``42501``.
-    :param message: error message.
-    """
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-class QueryKilled(Exception):
-    """A cancel request reached the query between statements."""
-
-
 class ActiveRuns:
     """Running queries' PostgreSQL backends and pending cancel requests, so a cancel can reach them."""
 
@@ -149,154 +129,22 @@ class ActiveRuns:
 _active_runs = ActiveRuns()
 
 
-@dataclass(frozen=True)
-class _CreatedTable:
-    """A table a CTAS created: its columns, and the ``$id`` of the schema named in ``WITH (schema=...)``."""
-
-    fields: list[xdm.Field]
-    schema_id: str | None
-
-
-@dataclass
-class _Outcome:
-    """What a query's transaction did: the last statement's row count and the tables its CTAS created."""
-
-    row_count: int = 0
-    created_tables: dict[str, _CreatedTable] = field(default_factory=dict)
-    dropped_datasets: list[str] = field(default_factory=list)
-
-
-def _table_columns(conn: psycopg.Connection, schema: str, table: str) -> list[xdm.Field]:
-    rows = conn.execute(
-        "SELECT column_name, data_type FROM information_schema.columns"
-        " WHERE table_schema = %s AND table_name = %s ORDER BY ordinal_position",
-        (schema, table),
-    ).fetchall()
-    return [xdm.Field(name, qs_sql.PG_TO_XDM.get(data_type, "string")) for name, data_type in rows]
-
-
-def _table_exists(conn: psycopg.Connection, schema: str, table: str) -> bool:
-    row = conn.execute("SELECT to_regclass(%s)", (f"{schema}.{quote_ident(table)}",)).fetchone()
-    return row[0] is not None
-
-
-def _droppable_dataset(emu: Emulator, sandbox: str, table: str) -> str | None:
-    """The id of the dataset a DROP TABLE removes (None: the table has no dataset).
-
-    :raises QueryFailed: 42501 when the dataset was not created by Query Service.
-    """
-    dataset = catalog.find_dataset_by_table(emu, sandbox, table)
-    if dataset is None:
-        return None
-    if CREATED_BY_QUERY_TAG not in (dataset.get("tags") or {}):
-        raise QueryFailed("42501", f"Table {table} was not created by Query Service and cannot be dropped")
-    return dataset["id"]
-
-
-def _target_schema_id(emu: Emulator, sandbox: str, title: str | None) -> str | None:
-    """``$id`` of the existing schema a CTAS names; None for an ad-hoc schema.
-
-    :raises QueryFailed: 42704 when no schema has that title.
-    """
-    if title is None:
-        return None
-    schema = emu.store.find_by_name(sandbox, xdm.SCHEMA_KIND, title)
-    if schema is None:
-        raise QueryFailed("42704", f"Schema with title '{title}' not found")
-    return schema["$id"]
-
-
 BATCH_QUERY_WORK_MEM = "64MB"
 
 
-def _execute(emu: Emulator, sandbox: str, doc: dict) -> _Outcome:
+def _execute(emu: Emulator, sandbox: str, doc: dict) -> qs_exec.Outcome:
     """Run the query's statements in one transaction, as the sandbox's role.
 
     The datasets of the tables a DROP TABLE removed are deleted, and those of CTAS tables registered,
     after the commit (by the emulator's own role: the sandbox's cannot touch Catalog's records).
     """
     schema = sandbox_schema(sandbox)
-    outcome = _Outcome()
     # Batch queries aggregate whole datasets: give their sorts and hashes room (PostgreSQL's 4 MB
     # default spills a million-row featurization to disk).
-    conninfo = emu.sandbox_conninfo(
-        sandbox,
-        statement_timeout=str(emu.settings.qs_statement_timeout_s * 1000),
-        work_mem=BATCH_QUERY_WORK_MEM,
-    )
-    with psycopg.connect(conninfo) as conn:
+    with qs_exec.connect(emu, sandbox, work_mem=BATCH_QUERY_WORK_MEM) as conn:
         _active_runs.started(doc["id"], conn.info.backend_pid)
-        for statement in map(qs_sql.classify, qs_sql.split_statements(doc["effectiveSQL"])):
-            if _active_runs.is_cancelled(doc["id"]):
-                raise QueryKilled()
-            if refusal := qs_guard.check_statement(statement.sql):
-                raise QueryFailed(refusal.code, refusal.message)
-            if statement.kind == "unsupported_drop":
-                raise QueryFailed("0A000", "DROP TABLE takes one unqualified table name, without CASCADE")
-            dropped_dataset = _droppable_dataset(emu, sandbox, statement.table) if statement.kind == "drop" else None
-            if statement.kind == "ctas":
-                target_schema_id = _target_schema_id(emu, sandbox, statement.schema_title)
-                creates_table = not _table_exists(conn, schema, statement.table)
-            cursor = conn.execute(statement.sql)
-            outcome.row_count = max(cursor.rowcount, 0)
-            if statement.kind == "ctas" and creates_table:
-                fields = _table_columns(conn, schema, statement.table)
-                outcome.created_tables[statement.table] = _CreatedTable(fields, target_schema_id)
-            elif statement.kind == "drop":
-                outcome.created_tables.pop(statement.table, None)
-                if dropped_dataset is not None:
-                    outcome.dropped_datasets.append(dropped_dataset)
-        if _active_runs.is_cancelled(doc["id"]):
-            raise QueryKilled()
-    return outcome
-
-
-def _forget_dropped_datasets(emu: Emulator, sandbox: str, outcome: _Outcome) -> None:
-    """Delete the records of datasets whose tables the query dropped: those whose table is gone, or
-    is the one the query itself created again (its CTAS registers the new dataset)."""
-    with emu.db.connection() as conn:
-        store = transactional_store(conn)
-        for dataset_id in outcome.dropped_datasets:
-            dataset = store.get(sandbox, catalog.DATASET_KIND, dataset_id)
-            if dataset is None:
-                continue
-            table = catalog.dataset_table(dataset)
-            if table in outcome.created_tables or not _table_exists(conn, sandbox_schema(sandbox), table):
-                store.delete(sandbox, catalog.DATASET_KIND, dataset_id)
-
-
-def _register_datasets(emu: Emulator, sandbox: str, doc: dict, created_tables: dict[str, _CreatedTable]) -> dict | None:
-    """Register a Catalog dataset per CTAS table; return the last one's link.
-
-    Without a target schema, an ad-hoc schema is generated from the table's columns, titled after
-    the dataset (plus the query id when that title is taken: schema titles are unique).
-    """
-    ctas = doc["request"].get("ctasParameters") or {}
-    created_link = None
-    for table, created in created_tables.items():
-        # ctasParameters name the dataset; a SQL CTAS names it after its table.
-        from_parameters = bool(ctas) and sanitize_table_name(ctas["datasetName"]) == table
-        dataset_name = ctas["datasetName"] if from_parameters else table
-        schema_id = created.schema_id
-        if schema_id is None:
-            title_taken = emu.store.find_by_name(sandbox, xdm.SCHEMA_KIND, dataset_name) is not None
-            title = f"{dataset_name} ({doc['id']})" if title_taken else dataset_name
-            schema_id = xdm.register_adhoc_schema(emu, sandbox, title, created.fields)["$id"]
-        dataset = catalog.create_dataset_record(
-            emu,
-            sandbox,
-            name=dataset_name,
-            schema_ref=schema_id,
-            tags={CREATED_BY_QUERY_TAG: [doc["id"]]},
-            description=ctas.get("description") if from_parameters else None,
-            table_name=table,
-            create_table=False,
-        )
-        created_link = {
-            "id": dataset["id"],
-            "href": f"{emu.settings.base_url}/data/foundation/catalog/dataSets/{dataset['id']}",
-        }
-    return created_link
+        executor = qs_exec.Executor(emu, conn, sandbox, schema, cancelled=lambda: _active_runs.is_cancelled(doc["id"]))
+        return executor.run(doc["effectiveSQL"])
 
 
 def _referenced_datasets(emu: Emulator, sandbox: str, sql: str) -> list[dict]:
@@ -359,13 +207,13 @@ def run_query(emu: Emulator, sandbox: str, query_id: str) -> None:
         return
     try:
         outcome = _execute(emu, sandbox, doc)
-    except (QueryKilled, pg_errors.QueryCanceled) as exc:
+    except (qs_exec.QueryKilled, pg_errors.QueryCanceled) as exc:
         if _active_runs.is_cancelled(query_id):
             _finish(emu, sandbox, query_id, "KILLED", started)
         else:  # statement_timeout fired: AEP's TIMEOUT state
             _finish(emu, sandbox, query_id, "TIMEOUT", started, errors=[_error("57014", str(exc))])
         return
-    except QueryFailed as exc:
+    except qs_exec.QueryFailed as exc:
         _finish(emu, sandbox, query_id, "FAILED", started, errors=[_error(exc.code, str(exc))])
         return
     except psycopg.Error as exc:
@@ -380,8 +228,9 @@ def run_query(emu: Emulator, sandbox: str, query_id: str) -> None:
     finally:
         _active_runs.finished(query_id)
     try:
-        _forget_dropped_datasets(emu, sandbox, outcome)
-        created_link = _register_datasets(emu, sandbox, doc, outcome.created_tables)
+        created_link = qs_exec.record_catalog_effects(
+            emu, sandbox, doc["id"], outcome, doc["request"].get("ctasParameters")
+        )
     except Exception as exc:  # the query must still reach a terminal state; the cause is logged
         log.exception("query %s: registering its CTAS dataset failed", query_id)
         _finish(
@@ -413,7 +262,10 @@ def _resolve_sql(emu: Emulator, sandbox: str, body: dict) -> tuple[str, dict, st
 
 def _wrap_last_statement(sql: str, wrap: Callable[[str], str]) -> str:
     """Rewrite the last statement of ``sql`` (the SELECT that ``ctasParameters`` and co. target)."""
-    statements = qs_sql.split_statements(sql)
+    try:
+        statements = qs_sql.split_statements(sql)
+    except qs_sql.ScriptError as exc:
+        raise query_error(400, str(exc)) from None
     if not statements:
         raise query_error(400, "The SQL has no statement")
     return ";\n".join([*statements[:-1], wrap(statements[-1])])
@@ -462,7 +314,10 @@ def create_query(body: dict = Body(...), emu: Emulator = Depends(emulator), ctx:
     except qs_sql.MissingQueryParameter as exc:
         raise query_error(400, f"No value was provided for the query parameter ${exc}") from None
     effective_sql = _effective_sql(emu, ctx.sandbox, sql, body)
-    kinds = {qs_sql.classify(s).kind for s in qs_sql.split_statements(effective_sql)}
+    try:
+        kinds = qs_exec.script_kinds(effective_sql)
+    except qs_sql.ScriptError as exc:
+        raise query_error(400, str(exc)) from None
     now = _iso_now()
     query_id = str(uuid.uuid4())
     doc = {
@@ -756,26 +611,61 @@ LANGUAGE sql STABLE AS $fn$
     )
 $fn$;
 DROP FUNCTION IF EXISTS {schema}.history_meta(text);
-CREATE FUNCTION {schema}.history_meta(table_name text)
-RETURNS TABLE (snapshot_id text, parent_id text, is_current boolean, snapshot_generation bigint,
-               made_current_at timestamptz, is_current_ancestor boolean, output_record_count bigint)
+DROP FUNCTION IF EXISTS {schema}.snapshot_batches(text, text, text);
+DROP FUNCTION IF EXISTS {schema}.sample_meta(text);
+DROP FUNCTION IF EXISTS {schema}.batch_snapshots(text);
+CREATE FUNCTION {schema}.batch_snapshots(table_name text)
+RETURNS TABLE (batch_id text, snapshot_id bigint, records bigint)
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
     WITH dataset AS (
         SELECT id FROM aep_meta.resources
         WHERE sandbox = '{sandbox}' AND kind = '{dataset_kind}'
           AND doc -> 'tags' -> '{table_tag}' ->> 0 IN ($1, lower($1))
         ORDER BY created_ms LIMIT 1
-    ), snapshots AS (
-        SELECT b.id, COALESCE((b.doc ->> 'completed')::bigint, b.updated_ms) AS completed_ms,
-               (b.doc -> 'metrics' ->> 'outputRecordCount')::bigint AS records
-        FROM aep_meta.resources b JOIN dataset d
-          ON b.doc -> 'relatedObjects' @> jsonb_build_array(jsonb_build_object('type', '{dataset_kind}', 'id', d.id))
-        WHERE b.sandbox = '{sandbox}' AND b.kind = '{batch_kind}' AND b.doc ->> 'status' = 'success'
     )
-    SELECT id, lag(id) OVER w, row_number() OVER w = count(*) OVER (), row_number() OVER w,
-           to_timestamp(completed_ms / 1000.0), true, records
-    FROM snapshots WINDOW w AS (ORDER BY completed_ms, id)
-    ORDER BY completed_ms, id
+    SELECT b.id, COALESCE((b.doc ->> 'completed')::bigint, b.updated_ms),
+           (b.doc -> 'metrics' ->> 'outputRecordCount')::bigint
+    FROM aep_meta.resources b JOIN dataset d
+      ON b.doc -> 'relatedObjects' @> jsonb_build_array(jsonb_build_object('type', '{dataset_kind}', 'id', d.id))
+    WHERE b.sandbox = '{sandbox}' AND b.kind = '{batch_kind}' AND b.doc ->> 'status' = 'success'
+$fn$;
+CREATE FUNCTION {schema}.history_meta(table_name text)
+RETURNS TABLE (snapshot_id bigint, parent_id bigint, is_current boolean, snapshot_generation bigint,
+               made_current_at timestamptz, is_current_ancestor boolean, output_record_count bigint)
+LANGUAGE sql STABLE AS $fn$
+    SELECT snapshot_id, lag(snapshot_id) OVER w, row_number() OVER w = count(*) OVER (), row_number() OVER w,
+           to_timestamp(snapshot_id / 1000.0), true, records
+    FROM {schema}.batch_snapshots($1) WINDOW w AS (ORDER BY snapshot_id, batch_id)
+    ORDER BY snapshot_id, batch_id
+$fn$;
+CREATE FUNCTION {schema}.snapshot_batches(table_name text, since text, until text)
+RETURNS TABLE (batch_id text)
+LANGUAGE sql STABLE AS $fn$
+    SELECT batch_id FROM {schema}.batch_snapshots($1)
+    WHERE snapshot_id > COALESCE(NULLIF($2, '')::bigint, -1)
+      AND snapshot_id <= COALESCE(NULLIF($3, '')::bigint, 9223372036854775807)
+$fn$;
+CREATE OR REPLACE VIEW {schema}.qsaccel_profile_agg_adwh_dim_merge_policies AS
+    SELECT 1 AS "MERGE_POLICY_ID", '{merge_policy}'::text AS "MERGE_POLICY",
+           'Default Timebased'::text AS "MERGE_POLICY_NAME", true AS "IS_DEFAULT_MERGE_POLICY";
+CREATE OR REPLACE VIEW {schema}.qsaccel_profile_agg_adwh_dim_namespaces AS
+    SELECT n.id AS "NAMESPACE_ID", n.code AS "NAMESPACE_DESCRIPTION", 1 AS "MERGE_POLICY_ID"
+    FROM (VALUES {namespaces}) AS n(id, code);
+CREATE FUNCTION {schema}.sample_meta(table_name text)
+RETURNS TABLE (sample_table_name text, sample_dataset_id text, parent_dataset_id text, sample_type text,
+               filter_condition_on_source_dataset text, sample_ratio double precision,
+               parent_dataset_size bigint, sample_dataset_size bigint, sample_status text,
+               sample_creation_date timestamptz)
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
+    SELECT s.doc -> 'tags' -> '{table_tag}' ->> 0, s.id, p.id, 'uniform', NULL,
+           (s.doc -> 'tags' -> '{sample_rate_tag}' ->> 0)::double precision / 100, NULL::bigint, NULL::bigint,
+           'COMPLETED', to_timestamp(s.created_ms / 1000.0)
+    FROM aep_meta.resources s
+    LEFT JOIN aep_meta.resources p
+      ON p.sandbox = s.sandbox AND p.kind = s.kind AND p.doc -> 'tags' -> '{table_tag}' ->> 0 = lower($1)
+    WHERE s.sandbox = '{sandbox}' AND s.kind = '{dataset_kind}'
+      AND s.doc -> 'tags' -> '{sample_of_tag}' ->> 0 = lower($1)
+    ORDER BY s.created_ms
 $fn$;
 DROP FUNCTION IF EXISTS {schema}.qs_refuse(text, text);
 CREATE FUNCTION {schema}.qs_refuse(code text, message text) RETURNS void
@@ -788,13 +678,20 @@ $fn$;
 
 
 def install_sql_functions(emu: Emulator) -> None:
-    """Create ``table_exists('t')``, ``history_meta('t')`` and ``qs_refuse(code, message)`` in every
-    sandbox schema.
+    """Create ``table_exists('t')``, ``history_meta('t')``, ``sample_meta('t')``, the
+    ``snapshot_batches`` behind ``SNAPSHOT`` clauses, the Query Accelerated Store's merge-policy
+    and namespace dimensions (``qsaccel.profile_agg.adwh_dim_*``) and ``qs_refuse(code, message)``
+    in every sandbox schema.
 
-    A snapshot is a successful batch of the table's dataset (``snapshot_id`` is the batch id).
-    ``history_meta`` reads Catalog's records, which the sandbox's role cannot: it runs with its
-    owner's rights (SECURITY DEFINER), on this sandbox's records only. ``qs_refuse`` is what the wire
-    endpoint runs in place of a refused statement (:mod:`aep_emulator.qs_guard`).
+    A snapshot is a successful batch of the table's dataset. Its ``snapshot_id`` is the batch's
+    completion time in epoch milliseconds: a number, as AEP's are, so ``SNAPSHOT SINCE $id`` takes it
+    unquoted, and ordered, so ``SINCE a`` (after a) and ``AS OF b`` (up to b) are ranges of it.
+    ``batch_snapshots`` (behind ``history_meta`` and ``snapshot_batches``) and ``sample_meta`` read
+    Catalog's records, which the sandbox's role cannot: they run with their owner's rights (SECURITY
+    DEFINER, names resolved in pg_catalog only), on this sandbox's records only. The dimensions are
+    constant views (the sandbox's merge policy, the standard namespaces) the sandbox's role reads.
+    ``qs_refuse`` is what the wire endpoint runs in place of a refused statement
+    (:mod:`aep_emulator.qs_guard`).
     """
     with emu.db.connection() as conn:
         # Emulators sharing one PostgreSQL may start together; concurrent DDL on one function conflicts.
@@ -806,6 +703,10 @@ def install_sql_functions(emu: Emulator) -> None:
                 dataset_kind=catalog.DATASET_KIND,
                 batch_kind=catalog.BATCH_KIND,
                 table_tag=catalog.TABLE_TAG,
+                sample_of_tag=qs_exec.SAMPLE_OF_TAG,
+                sample_rate_tag=qs_exec.SAMPLE_RATE_TAG,
+                merge_policy=segmentation.default_merge_policy_id(sandbox),
+                namespaces=", ".join(f"({ns[0]}, '{ns[1]}')" for ns in identity.STANDARD),
             )
             conn.execute(functions)
 

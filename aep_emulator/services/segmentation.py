@@ -129,8 +129,9 @@ def table_columns(conn: psycopg.Connection, schema: str, table: str) -> dict[str
     return {name: type_ for name, type_ in rows if name not in _SYSTEM_COLUMNS}
 
 
-def profile_sources(emu: Emulator, sandbox: str) -> list[ProfileSource]:
-    """The Profile-enabled, Profile-class datasets with a primary identity and a table."""
+def profile_sources(emu: Emulator, sandbox: str, klass: str = xdm.PROFILE) -> list[ProfileSource]:
+    """The Profile-enabled datasets of ``klass`` (Profile, or ExperienceEvent for ``xEvent``) with a
+    primary identity and a table."""
     descriptors = emu.store.list(sandbox, "descriptor")
     schema_name = sandbox_schema(sandbox)
     sources = []
@@ -140,7 +141,7 @@ def profile_sources(emu: Emulator, sandbox: str) -> list[ProfileSource]:
             if "enabled:true" not in tags.get("unifiedProfile", []) or not tags.get("adobe/pqs/table"):
                 continue
             schema_id = (dataset.get("schemaRef") or {}).get("id")
-            if not schema_id or xdm.schema_class(emu, sandbox, schema_id) != xdm.PROFILE:
+            if not schema_id or xdm.schema_class(emu, sandbox, schema_id) != klass:
                 continue
             identity = _primary_identity(descriptors, schema_id)
             table = tags["adobe/pqs/table"][0]
@@ -165,17 +166,22 @@ def union_columns(sources: list[ProfileSource]) -> dict[str, str]:
     return columns
 
 
+def _union_select_list(source: ProfileSource, columns: dict[str, str]) -> str:
+    """Every union column from one source, NULL where the source lacks it (typed, for UNION ALL)."""
+    return ", ".join(
+        f"{quote_ident(name)}::{type_} AS {quote_ident(name)}"
+        if name in source.columns
+        else f"NULL::{type_} AS {quote_ident(name)}"
+        for name, type_ in columns.items()
+    )
+
+
 def _merged_profiles_sql(sources: list[ProfileSource], columns: dict[str, str]) -> tuple[str, list]:
     """SELECT producing one row per (namespace, identity) with every union column merged."""
     fragments, params = [], []
     for source in sources:
         identity = quote_ident(source.identity_column)
-        selected = ", ".join(
-            f"{quote_ident(name)}::{type_} AS {quote_ident(name)}"
-            if name in source.columns
-            else f"NULL::{type_} AS {quote_ident(name)}"
-            for name, type_ in columns.items()
-        )
+        selected = _union_select_list(source, columns)
         fragments.append(
             f"(SELECT DISTINCT ON ({identity}) %s::text AS {_NS}, {identity}::text AS {_IDENTITY},"
             f' "_acp_system_metadata.ingestTime" AS __ingest, {selected}'
@@ -195,6 +201,24 @@ def _merged_profiles_sql(sources: list[ProfileSource], columns: dict[str, str]) 
     return sql, params
 
 
+def event_relation(emu: Emulator, sandbox: str) -> pql.EventRelation | None:
+    """The Profile-enabled experience events as one relation for ``xEvent``: the identity (namespace,
+    value) that ties each event to its profile, and every event column (NULL where a dataset lacks it)."""
+    sources = profile_sources(emu, sandbox, xdm.EXPERIENCE_EVENT)
+    if not sources:
+        return None
+    columns = union_columns(sources)
+    fragments, params = [], []
+    for source in sources:
+        selected = _union_select_list(source, columns)
+        fragments.append(
+            f"SELECT %s::text AS {_NS}, {quote_ident(source.identity_column)}::text AS {_IDENTITY}, {selected}"
+            f" FROM {source.table}"
+        )
+        params.append(source.namespace)
+    return pql.EventRelation(" UNION ALL ".join(fragments), params, columns)
+
+
 def validate_expression(emu: Emulator, sandbox: str, expression: Any) -> None:
     """Raise 400 unless ``expression`` is PQL text over fields of the Profile union."""
     if not isinstance(expression, dict) or expression.get("type", "PQL") != "PQL":
@@ -202,7 +226,9 @@ def validate_expression(emu: Emulator, sandbox: str, expression: Any) -> None:
     if expression.get("format", "pql/text") != "pql/text":
         raise ups_error(400, CODE_INVALID_PQL, "only the pql/text expression format is supported")
     try:
-        pql.compile_predicate(str(expression.get("value", "")), union_columns(profile_sources(emu, sandbox)))
+        pql.compile_predicate(
+            str(expression.get("value", "")), union_columns(profile_sources(emu, sandbox)), event_relation(emu, sandbox)
+        )
     except pql.PQLError as exc:
         raise ups_error(400, CODE_INVALID_PQL, str(exc)) from exc
 
@@ -654,8 +680,10 @@ def evaluate(emu: Emulator, sandbox: str, job: dict) -> dict:
     """Evaluate every segment of a job, store the members and return the job's count metrics."""
     sources = profile_sources(emu, sandbox)
     columns = union_columns(sources)
+    events = event_relation(emu, sandbox)
     predicates = {
-        s["segmentId"]: pql.compile_predicate(s["segment"]["expression"]["value"], columns) for s in job["segments"]
+        s["segmentId"]: pql.compile_predicate(s["segment"]["expression"]["value"], columns, events)
+        for s in job["segments"]
     }
     counters: dict[str, int] = {}
     by_namespace: dict[str, dict[str, int]] = {}

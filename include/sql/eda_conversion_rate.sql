@@ -2,11 +2,11 @@
   Share of active users who converted (params.conversion_event) in [params.start, params.end).
   Users are counted with COUNT(DISTINCT userid), never by events (docs/reference-notes.md#m5).
 -#}
-{% import 'macros/xdm.sql' as xdm with context %}
+{% import 'macros/xdm.sql' as xdm %}
 WITH window_events AS (
-    SELECT {{ xdm.userid() }} AS userid, {{ xdm.event_type() }} AS event_type
+    SELECT _{{ tenant }}.userid AS userid, eventType AS event_type
     FROM {{ params.events_table }}
-    WHERE {{ xdm.timestamp() }} >= {{ xdm.ts(params.start) }} AND {{ xdm.timestamp() }} < {{ xdm.ts(params.end) }}
+    WHERE timestamp >= {{ xdm.ts(params.start) }} AND timestamp < {{ xdm.ts(params.end) }}
 ),
 counts AS (
     SELECT
@@ -17,5 +17,5 @@ counts AS (
 SELECT
     active_users,
     converted_users,
-    {{ xdm.to_double('converted_users') }} / NULLIF(active_users, 0) AS conversion_rate
+    CAST(converted_users AS DOUBLE) / NULLIF(active_users, 0) AS conversion_rate
 FROM counts

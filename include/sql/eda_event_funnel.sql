@@ -3,7 +3,7 @@
   (params.event_types, the shared constants). Known types with no events show 0; types outside
   the list show with a NULL funnel_position, so a misspelt or unexpected type is visible (docs/reference-notes.md#m5).
 -#}
-{% import 'macros/xdm.sql' as xdm with context %}
+{% import 'macros/xdm.sql' as xdm %}
 WITH known AS (
 {%- for event_type in params.event_types %}
     SELECT '{{ event_type }}' AS event_type, {{ loop.index }} AS funnel_position{{ ' UNION ALL' if not loop.last }}
@@ -11,12 +11,12 @@ WITH known AS (
 ),
 observed AS (
     SELECT
-        {{ xdm.event_type() }} AS event_type,
+        eventType AS event_type,
         COUNT(*) AS event_count,
-        COUNT(DISTINCT {{ xdm.userid() }}) AS user_count
+        COUNT(DISTINCT _{{ tenant }}.userid) AS user_count
     FROM {{ params.events_table }}
-    WHERE {{ xdm.timestamp() }} >= {{ xdm.ts(params.start) }} AND {{ xdm.timestamp() }} < {{ xdm.ts(params.end) }}
-    GROUP BY {{ xdm.event_type() }}
+    WHERE timestamp >= {{ xdm.ts(params.start) }} AND timestamp < {{ xdm.ts(params.end) }}
+    GROUP BY eventType
 )
 SELECT
     COALESCE(known.event_type, observed.event_type) AS event_type,

@@ -12,19 +12,19 @@
   Scoring mode (with_label false): label is NULL, no event at or after T is read.
   Runs as CTAS: a per-run output table, replaced when the task is re-run (docs/reference-notes.md#m9).
 -#}
-{% import 'macros/xdm.sql' as xdm with context %}
+{% import 'macros/xdm.sql' as xdm %}
 {%- set cutoff = xdm.ts(params.as_of) %}
 {%- set window_start = xdm.ts(params.as_of, -(params.lookback_days | max)) %}
 DROP TABLE IF EXISTS {{ params.output_table }};
 CREATE TABLE {{ params.output_table }} AS
 WITH windowed_events AS (
     SELECT
-        {{ xdm.userid() }} AS userid,
-        {{ xdm.event_type() }} AS event_type,
-        {{ xdm.timestamp() }} AS event_time
+        _{{ tenant }}.userid AS userid,
+        eventType AS event_type,
+        timestamp AS event_time
     FROM {{ params.events_table }}
-    WHERE {{ xdm.timestamp() }} < {{ xdm.ts(params.as_of, params.label_window_days) if params.with_label else cutoff }}
-      AND {{ xdm.userid() }} IS NOT NULL
+    WHERE timestamp < {{ xdm.ts(params.as_of, params.label_window_days) if params.with_label else cutoff }}
+      AND _{{ tenant }}.userid IS NOT NULL
 ),
 converted_before AS (
     SELECT DISTINCT userid

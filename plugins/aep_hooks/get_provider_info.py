@@ -106,11 +106,6 @@ def get_provider_info():
                             "default": "require",
                         },
                     },
-                    "qs_dialect": {
-                        "label": "Query Service SQL dialect",
-                        "description": "spark for AEP, postgres for the local emulator.",
-                        "schema": {"type": ["string", "null"], "enum": ["spark", "postgres", None], "default": "spark"},
-                    },
                 },
             }
         ],

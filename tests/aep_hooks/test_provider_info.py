@@ -29,7 +29,7 @@ def test_declares_the_aep_connection_type():
 def test_declares_the_connection_fields():
     (connection_type,) = get_provider_info()["connection-types"]
 
-    assert set(connection_type["conn-fields"]) == {"org_id", "sandbox", "ims_url", "scopes", "qs_sslmode", "qs_dialect"}
+    assert set(connection_type["conn-fields"]) == {"org_id", "sandbox", "ims_url", "scopes", "qs_sslmode"}
     assert connection_type["ui-field-behaviour"]["relabeling"] == {
         "host": "Platform URL",
         "login": "Client ID",

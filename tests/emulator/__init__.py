@@ -25,27 +25,29 @@ def unique(prefix: str) -> str:
     return f"{prefix} {uuid.uuid4().hex[:8]}"
 
 
-def create_field_group(aep, tenant: str, title: str | None = None, intended: str = EXPERIENCE_EVENT) -> dict:
+def field_group_body(tenant: str, title: str, intended: str = EXPERIENCE_EVENT) -> dict:
     """A tenant field group with ``_{tenant}.userid`` (string) and ``_{tenant}.propensity`` (number)."""
-    resp = aep.post(
-        f"{REGISTRY}/tenant/fieldgroups",
-        json={
-            "title": title or unique("fg"),
-            "type": "object",
-            "meta:intendedToExtend": [intended],
-            "definitions": {
-                "customFields": {
-                    "properties": {
-                        f"_{tenant}": {
-                            "type": "object",
-                            "properties": {"userid": {"type": "string"}, "propensity": {"type": "number"}},
-                        }
+    return {
+        "title": title,
+        "type": "object",
+        "meta:intendedToExtend": [intended],
+        "definitions": {
+            "customFields": {
+                "properties": {
+                    f"_{tenant}": {
+                        "type": "object",
+                        "properties": {"userid": {"type": "string"}, "propensity": {"type": "number"}},
                     }
                 }
-            },
-            "allOf": [{"$ref": "#/definitions/customFields"}],
+            }
         },
-    )
+        "allOf": [{"$ref": "#/definitions/customFields"}],
+    }
+
+
+def create_field_group(aep, tenant: str, title: str | None = None, intended: str = EXPERIENCE_EVENT) -> dict:
+    """:func:`field_group_body`, created."""
+    resp = aep.post(f"{REGISTRY}/tenant/fieldgroups", json=field_group_body(tenant, title or unique("fg"), intended))
     assert resp.status_code == 201, resp.text
     return resp.json()
 
@@ -131,7 +133,7 @@ def ingest(aep, dataset_id: str, files: dict[str, bytes], fmt: str = "parquet", 
     """Create a batch, upload the files, COMPLETE it and return the finished batch."""
     batch = create_batch(aep, dataset_id, fmt, **extra)
     for name, data in files.items():
-        assert upload(aep, batch["id"], dataset_id, name, data).status_code == 201
+        assert upload(aep, batch["id"], dataset_id, name, data).status_code == 200
     assert aep.post(f"{IMPORT}/batches/{batch['id']}", params={"action": "COMPLETE"}).status_code == 200
     return wait_for_batch(aep, batch["id"])
 

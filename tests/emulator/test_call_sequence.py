@@ -119,8 +119,9 @@ def test_dag_call_sequence_end_to_end(aep, emulator, sandbox):
             f"{QUERY}/queries",
             json={
                 "dbName": f"{sandbox}:all",
-                "sql": f'CREATE TABLE {ctas} AS SELECT "_{tenant}.userid" AS userid, "_{tenant}.propensity" AS propensity'
-                f' FROM {table} WHERE "_{tenant}.propensity" >= 0.5',
+                # Spark SQL over the nested record, as on AEP.
+                "sql": f"CREATE TABLE {ctas} AS SELECT _{tenant}.userid AS userid, _{tenant}.propensity AS propensity"
+                f" FROM {table} WHERE _{tenant}.propensity >= 0.5",
             },
         ),
         202,

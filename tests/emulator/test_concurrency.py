@@ -39,7 +39,7 @@ def dataset(aep, emulator):
 def _staged_replay(aep, emulator, dataset_id: str, predecessor: str) -> str:
     batch = create_batch(aep, dataset_id, replay={"predecessors": [f"${predecessor}"], "reason": "replace"})
     data = parquet_bytes(events(emulator.settings.tenant_id, ROWS))
-    assert upload(aep, batch["id"], dataset_id, "part-0.parquet", data).status_code == 201
+    assert upload(aep, batch["id"], dataset_id, "part-0.parquet", data).status_code == 200
     return batch["id"]
 
 

@@ -65,7 +65,7 @@ def test_parquet_batch_loads_and_reports_metrics(aep, emulator, sandbox, dataset
     # The spec's Batch.status enum omits loading/staging, which AEP documents for a new batch (docs/aep-behaviour.md#batches).
     validate("POST", created.request.url, 201, {**batch, "status": "processing"})
     data = parquet_bytes(events(emulator.settings.tenant_id))
-    assert upload(aep, batch["id"], dataset_id, "day=1/part-0.parquet", data).status_code == 201
+    assert upload(aep, batch["id"], dataset_id, "day=1/part-0.parquet", data).status_code == 200
     assert upload(aep, batch["id"], dataset_id, "day=1/part-0.parquet", data).status_code == 200  # overwrite
     completed = aep.post(f"{IMPORT}/batches/{batch['id']}", params={"action": "COMPLETE"})
     # AEP documents a plain 200 (docs/aep-behaviour.md#batches).

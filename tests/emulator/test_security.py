@@ -18,9 +18,10 @@ import pytest
 import requests
 from psycopg import sql
 
-from aep_emulator import qs_proxy, sandbox_roles
+from aep_emulator import qs_exec, qs_proxy, sandbox_roles
 from aep_emulator.config import PROJECT_ROOT
 from aep_emulator.db import sandbox_schema
+from aep_emulator.services import catalog, segmentation
 from tests.emulator import create_dataset, create_event_schema, get_dataset, ingest, parquet_bytes
 from tests.emulator.test_ingestion import events
 from tests.emulator.test_qs_wire import _read
@@ -40,7 +41,6 @@ class Attack:
     name: str
     sql: str
     code: str
-    rest_code: str | None = None  # when REST refuses it before PostgreSQL does, with another code
 
 
 ATTACKS = (
@@ -56,7 +56,8 @@ ATTACKS = (
     Attack("create a superuser: CREATE ROLE ... SUPERUSER", "CREATE ROLE aep_attacker SUPERUSER LOGIN", "42501"),
     Attack("change a role: ALTER ROLE", "ALTER ROLE CURRENT_USER SET search_path = {victim}", "42501"),
     Attack("read password hashes: pg_authid", "SELECT rolpassword FROM pg_authid", "42501"),
-    Attack("drop another sandbox's table", "DROP TABLE {victim}.secret", "42501", rest_code="0A000"),
+    # The emulator's own check (one unqualified table per DROP) refuses it before PostgreSQL does.
+    Attack("drop another sandbox's table", "DROP TABLE {victim}.secret", "0A000"),
     Attack("drop a dataset Query Service did not create", "DROP TABLE {dataset}", "42501"),
     Attack("delete a dataset's rows (datasets change by batches)", "DELETE FROM {dataset}", "42501"),
     Attack("leave the sandbox: SET search_path", "SET search_path = {victim}", "0A000"),
@@ -82,6 +83,31 @@ ATTACKS = (
         "42501",
     ),
     Attack("terminate the emulator's own sessions", "SELECT pg_terminate_backend(pid) FROM pg_stat_activity", "42501"),
+    Attack(
+        "set_config as a quoted name (DO block)",
+        """DO $$ BEGIN PERFORM "set_config"('search_path', '{victim}', false); END $$""",
+        "0A000",
+    ),
+    # Query Service's own statements, which the emulator's executor runs (on the sandbox's role too).
+    Attack("CTAS from another sandbox's table", "CREATE TABLE loot AS SELECT * FROM {victim}.secret", "42501"),
+    Attack("CTAS into another sandbox's schema", "CREATE TABLE {victim}.loot AS SELECT 1 AS n", "42501"),
+    Attack(
+        "INSERT INTO a dataset from another sandbox", "INSERT INTO {dataset} SELECT * FROM {victim}.secret", "42501"
+    ),
+    Attack("read IMS tokens into a variable: SET @var = SELECT", "SET @t = SELECT token FROM aep_meta.tokens", "42501"),
+    Attack("leave the sandbox through a variable", "SET @p = SELECT '{victim}'; SET search_path = @p", "0A000"),
+    Attack("switch role in an anonymous block", "$$ BEGIN SET ROLE aep; END $$", "42501"),
+    Attack(
+        "read Catalog's records in an anonymous block",
+        "$$ BEGIN CREATE TABLE loot AS SELECT doc FROM aep_meta.resources; END $$",
+        "42501",
+    ),
+    Attack(
+        "switch role in an anonymous block's EXCEPTION handler",
+        "$$ BEGIN SELECT 1/0; EXCEPTION WHEN OTHER THEN SET ROLE aep; END $$",
+        "42501",
+    ),
+    Attack("call another sandbox's history_meta", "SELECT * FROM {victim}.history_meta('secret')", "42501"),
 )
 # Attacks tested below by name (they need more than one statement), in the README's table too.
 NAMED_ATTACKS = (
@@ -90,6 +116,7 @@ NAMED_ATTACKS = (
     "fast-path function call (libpq large objects)",
     "lift the timeout with a SET built at run time (DO ... EXECUTE)",
     "a trigger on a CTAS table, fired by the emulator's batch load",
+    "another sandbox's snapshots and samples through history_meta, sample_meta, SNAPSHOT",
     "admin routes without the admin token",
     "admin routes with a wrong token",
 )
@@ -140,7 +167,7 @@ def test_attack_over_the_wire_is_refused(attack, conn_params, sandbox, victim, d
 def test_attack_over_rest_is_refused(attack, aep, victim, dataset_table):
     query = run(aep, _sql(attack, victim, dataset_table))
     assert query["state"] == "FAILED", query
-    assert query["errors"][0]["code"] == (attack.rest_code or attack.code), query["errors"]
+    assert query["errors"][0]["code"] == attack.code, query["errors"]
     assert query["errors"][0]["errorType"] == "USER_ERROR"
 
 
@@ -261,6 +288,40 @@ def test_the_emulator_never_runs_a_sandbox_trigger(aep, emulator, conn_params):
     failed = ingest(aep, ctas["_links"]["created_dataset"]["id"], {"a.parquet": data})
     assert failed["status"] == "failed"
     assert "has triggers" in failed["errors"][0]["description"]
+
+
+def test_catalog_functions_read_only_their_own_sandbox(emulator, sandbox, conn_params, aep):
+    """Another sandbox's snapshots and samples through history_meta, sample_meta, SNAPSHOT: the Query
+    Service functions that read Catalog's records (with the emulator's rights, as the sandbox's role
+    cannot) see only their own sandbox's; each runs on a search_path the caller cannot plant in."""
+    emu, table = emulator.emu, f"elsewhere_{uuid.uuid4().hex[:6]}"
+    other = f"o{uuid.uuid4().hex[:8]}"  # records of a sandbox this session's role must never see
+    dataset_id, batch_id = f"ds{uuid.uuid4().hex[:8]}", f"b{uuid.uuid4().hex[:8]}"
+    tags = {catalog.TABLE_TAG: [table], qs_exec.SAMPLE_OF_TAG: [table], qs_exec.SAMPLE_RATE_TAG: ["50"]}
+    emu.store.insert(other, catalog.DATASET_KIND, dataset_id, {"id": dataset_id, "tags": tags})
+    related = [{"type": catalog.DATASET_KIND, "id": dataset_id}]
+    batch = {"id": batch_id, "status": "success", "relatedObjects": related, "completed": 1}
+    emu.store.insert(other, catalog.BATCH_KIND, batch_id, batch)
+    try:
+        with psycopg.connect(**conn_params) as conn:
+            assert conn.execute(f"SELECT * FROM history_meta('{table}')").fetchall() == []
+            assert conn.execute(f"SELECT * FROM sample_meta('{table}')").fetchall() == []
+            assert conn.execute(f"SELECT * FROM snapshot_batches('{table}', '', '')").fetchall() == []
+            # The Query Accelerated Store's dimensions are constants of this sandbox.
+            policies = conn.execute("SELECT MERGE_POLICY FROM qsaccel.profile_agg.adwh_dim_merge_policies").fetchall()
+            assert policies == [(segmentation.default_merge_policy_id(sandbox),)]
+        query = run(aep, f"SELECT * FROM history_meta('{table}')")
+        assert query["state"] == "SUCCESS" and query["rowCount"] == 0, query
+    finally:
+        emu.store.delete(other, catalog.BATCH_KIND, batch_id)
+        emu.store.delete(other, catalog.DATASET_KIND, dataset_id)
+    with emu.db.connection() as conn:
+        definers = conn.execute(
+            "SELECT proname, proconfig FROM pg_proc WHERE pronamespace = to_regnamespace(%s) AND prosecdef",
+            (sandbox_schema(sandbox),),
+        ).fetchall()
+    assert {name for name, _ in definers} == {"batch_snapshots", "sample_meta"}
+    assert all(config == ["search_path=pg_catalog, pg_temp"] for _, config in definers), definers
 
 
 @pytest.mark.parametrize("route", ["faults", "tokens/expire"])

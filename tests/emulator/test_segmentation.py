@@ -28,13 +28,14 @@ UPS = "/data/core/ups"
 TERMINAL = ("SUCCEEDED", "FAILED", "CANCELLED")
 
 
-def seed_profile_dataset(emu, sandbox: str, rows: list[tuple]) -> dict:
-    """A Profile-enabled dataset of class Profile with primary identity ``_acme.userid`` (ECID).
+def seed_identity_dataset(emu, sandbox: str, klass: str, prefix: str, columns: str, insert: str, rows: list) -> dict:
+    """A Profile-enabled dataset of ``klass`` with primary identity ``_acme.userid`` (ECID).
 
-    :param rows: ``(userid, propensity, cohort, lastName, ingestTime)`` tuples.
+    :param columns: the table's columns (DDL), besides the system columns.
+    :param insert: ``INSERT INTO {table} ...`` with ``%s`` placeholders, run for every row.
     """
     suffix = uuid.uuid4().hex[:10]
-    schema_id = seed_schema(emu, sandbox, xdm.PROFILE, f"scores {suffix}")
+    schema_id = seed_schema(emu, sandbox, klass, f"{prefix} {suffix}")
     emu.store.insert(
         sandbox,
         "descriptor",
@@ -50,26 +51,14 @@ def seed_profile_dataset(emu, sandbox: str, rows: list[tuple]) -> dict:
             "xdm:isPrimary": True,
         },
     )
-    table = f"scores_{suffix}"
-    columns = [
-        "_acme.userid",
-        "_acme.propensity",
-        "_acme.cohort",
-        "person.name.lastName",
-        "_acp_system_metadata.ingestTime",
-    ]
+    table = f"{prefix}_{suffix}"
     with emu.db.connection() as conn:
         conn.execute(
-            f'CREATE TABLE {sandbox_schema(sandbox)}.{table} ("_acme.userid" text, "_acme.propensity" double precision,'
-            ' "_acme.cohort" text, "person.name.lastName" text, "_acp_batchid" text,'
-            ' "_acp_system_metadata.ingestTime" bigint)'
+            f"CREATE TABLE {sandbox_schema(sandbox)}.{table} ({columns},"
+            ' "_acp_batchid" text, "_acp_system_metadata.ingestTime" bigint)'
         )
         with conn.cursor() as cur:
-            cur.executemany(
-                f"INSERT INTO {sandbox_schema(sandbox)}.{table} ({', '.join(quote_ident(c) for c in columns)})"
-                " VALUES (%s, %s, %s, %s, %s)",
-                rows,
-            )
+            cur.executemany(insert.format(table=f"{sandbox_schema(sandbox)}.{table}"), rows)
     return catalog.create_dataset_record(
         emu,
         sandbox,
@@ -78,6 +67,29 @@ def seed_profile_dataset(emu, sandbox: str, rows: list[tuple]) -> dict:
         table_name=table,
         create_table=False,
         tags={"unifiedProfile": ["enabled:true"]},
+    )
+
+
+def seed_profile_dataset(emu, sandbox: str, rows: list[tuple]) -> dict:
+    """A Profile dataset (see :func:`seed_identity_dataset`).
+
+    :param rows: ``(userid, propensity, cohort, lastName, ingestTime)`` tuples.
+    """
+    columns = [
+        "_acme.userid",
+        "_acme.propensity",
+        "_acme.cohort",
+        "person.name.lastName",
+        "_acp_system_metadata.ingestTime",
+    ]
+    return seed_identity_dataset(
+        emu,
+        sandbox,
+        xdm.PROFILE,
+        "scores",
+        '"_acme.userid" text, "_acme.propensity" double precision, "_acme.cohort" text, "person.name.lastName" text',
+        f"INSERT INTO {{table}} ({', '.join(quote_ident(c) for c in columns)}) VALUES (%s, %s, %s, %s, %s)",
+        rows,
     )
 
 
@@ -410,3 +422,70 @@ def test_activation_rejects_unmapped_audiences_and_concurrent_runs(aep, cohort, 
     assert second.status_code == 400
     validate_response(second)
     assert second.json()["message"].startswith(f"Run already going on for audience {segment['id']} for order {flow_id}")
+
+
+def seed_event_dataset(emu, sandbox: str, rows: list[tuple]) -> dict:
+    """An ExperienceEvent dataset (see :func:`seed_identity_dataset`).
+
+    :param rows: ``(userid, eventType, days_ago)`` tuples.
+    """
+    return seed_identity_dataset(
+        emu,
+        sandbox,
+        xdm.EXPERIENCE_EVENT,
+        "events",
+        '"_acme.userid" text, "eventType" text, "timestamp" timestamptz',
+        'INSERT INTO {table} ("_acme.userid", "eventType", "timestamp") VALUES (%s, %s, now() - make_interval(days => %s))',
+        rows,
+    )
+
+
+def test_xevent_segments_select_profiles_by_their_events(aep, emulator, sandbox, cohort):
+    """PQL over experience events: ``select X from xEvent where ...`` with a string function and a
+    relative time, and ``xEvent[...].count()``; profiles and events meet on their primary identity."""
+    seed_event_dataset(
+        emulator.emu,
+        sandbox,
+        [
+            (f"{cohort}-u2", "web.formFilledOut", 1),
+            (f"{cohort}-u3", "web.formFilledOut", 30),  # too long ago
+            (f"{cohort}-u6", "directMarketing.emailOpened", 1),
+            (f"{cohort}-u6", "directMarketing.emailOpened", 2),
+            (f"{cohort}-u6", "directMarketing.emailOpened", 3),
+            (f"{cohort}-u4", "directMarketing.emailOpened", 1),
+        ],
+    )
+    recent_subscribers = new_definition(
+        aep,
+        cohort,
+        name=f"subscribed {cohort}",
+        pql=f'_acme.cohort = "{cohort}" and select X from xEvent where'
+        ' X.eventType.equals("WEB.formFilledOut", false) and X.timestamp occurs < 7 days before now',
+    )
+    openers = new_definition(
+        aep,
+        cohort,
+        name=f"openers {cohort}",
+        pql=f'_acme.cohort = "{cohort}" and xEvent[eventType.startsWith("directMarketing.")].count() >= 3',
+    )
+    for definition, expected in ((recent_subscribers, 1), (openers, 1)):
+        job = run_job(aep, definition["id"])
+        assert job["status"] == "SUCCEEDED", job
+        assert job["metrics"]["segmentedProfileCounter"][definition["id"]] == expected
+
+
+@pytest.mark.parametrize(
+    ("pql", "construct"),
+    [
+        ('chain(xEvent, timestamp, [A: WHAT(eventType.equals("a", false))])', "chain()"),
+        ('select X from xEvent where X.eventType.matches("a.*")', "matches()"),
+        ('select X from profile where X.eventType = "a"', "from profile"),
+    ],
+)
+def test_unsupported_pql_forms_answer_aeps_error_naming_the_construct(aep, cohort, pql, construct):
+    resp = aep.post(
+        f"{UPS}/segment/definitions",
+        json={"name": f"bad {cohort}", "expression": {"type": "PQL", "format": "pql/text", "value": pql}},
+    )
+    assert resp.status_code == 400
+    assert construct in resp.text

@@ -35,7 +35,6 @@ DEFAULT_IMS_URL = "https://ims-na1.adobelogin.com/ims/token/v3"
 DEFAULT_SCOPES = "openid,AdobeID,read_organizations,additional_info.projectedProductContext,session"
 DEFAULT_SANDBOX = "prod"
 DEFAULT_QS_SSLMODE = "require"
-DEFAULT_QS_DIALECT = "spark"
 LIBPQ_SSLMODES = frozenset({"disable", "allow", "prefer", "require", "verify-ca", "verify-full"})
 # Adobe advises a new token well before the 24 h lifetime ends; short (test) lifetimes refresh at half-life.
 TOKEN_REFRESH_LEAD_TIME = 300.0
@@ -163,7 +162,6 @@ class AEPConnectionSettings:
     :param sandbox: the sandbox name sent as ``x-sandbox-name``.
     :param scopes: comma-separated OAuth scopes.
     :param qs_sslmode: libpq ``sslmode`` for Query Service.
-    :param qs_dialect: SQL dialect of Query Service: ``spark`` (AEP) or ``postgres`` (emulator).
     """
 
     platform_url: str
@@ -174,7 +172,6 @@ class AEPConnectionSettings:
     sandbox: str
     scopes: str
     qs_sslmode: str
-    qs_dialect: str
 
     @classmethod
     def from_connection(
@@ -224,7 +221,6 @@ class AEPConnectionSettings:
             sandbox=sandbox or extra.get("sandbox") or DEFAULT_SANDBOX,
             scopes=extra.get("scopes") or DEFAULT_SCOPES,
             qs_sslmode=sslmode,
-            qs_dialect=extra.get("qs_dialect") or DEFAULT_QS_DIALECT,
         )
 
 

@@ -86,11 +86,6 @@ class AEPQueryServiceHook(PostgresHook):
         """The REST hook that reads the connection parameters and the token."""
         return AEPQueryServiceApiHook(self.get_conn_id(), sandbox=self._sandbox)
 
-    @property
-    def dialect_name(self) -> str:
-        """``spark`` against AEP, ``postgres`` against the emulator (the ``qs_dialect`` extra)."""
-        return self.aep_hook.settings.qs_dialect
-
     def _connect_kwargs(self) -> dict[str, Any]:
         params = self.aep_hook.get_connection_parameters()
         return {

@@ -48,7 +48,7 @@ class AEPRestHook(AEPBaseHook):
 
     The connection's host is the Platform URL (``https://platform.adobe.io`` or the emulator), its
     login and password the OAuth server-to-server client id and secret; extras ``org_id``,
-    ``sandbox``, ``ims_url``, ``scopes``, ``qs_sslmode`` and ``qs_dialect``. Arguments as
+    ``sandbox``, ``ims_url``, ``scopes`` and ``qs_sslmode``. Arguments as
     :class:`~aep_hooks.hooks.base.AEPBaseHook`.
     """
 

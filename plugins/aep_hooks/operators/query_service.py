@@ -21,15 +21,14 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
 
 
-def source_tables(sql: str, dialect: str) -> list[str]:
+def source_tables(sql: str) -> list[str]:
     """
     The tables the SQL reads (not its CTEs, nor the table a CTAS or INSERT INTO writes), for messages.
 
-    :param sql: the rendered SQL.
-    :param dialect: ``spark`` or ``postgres`` (sqlglot's dialect names).
+    :param sql: the rendered SQL (Spark SQL, as Query Service takes it).
     """
     try:
-        statements = [s for s in sqlglot.parse(sql, read=dialect) if s is not None]
+        statements = [s for s in sqlglot.parse(sql, read="spark") if s is not None]
     except sqlglot.errors.SqlglotError:
         return []
     written = {
@@ -56,10 +55,9 @@ class AEPQueryOperator(AEPBaseOperator):
 
     .. seealso:: https://experienceleague.adobe.com/docs/experience-platform/query/api/queries.html
 
-    The SQL template sees, besides Airflow's context, ``dialect`` (``spark`` on AEP, ``postgres`` on
-    the emulator, from the connection) and ``tenant`` (the org's tenant id), so one template renders
-    for both Query Service back ends; ``sql_vars`` are merged into ``params`` (values known only at
-    run time, such as upstream outputs).
+    The SQL is Spark SQL, one text for AEP and the emulator. Its template sees, besides Airflow's
+    context, ``tenant`` (the org's tenant id); ``sql_vars`` are merged into ``params`` (values known
+    only at run time, such as upstream outputs).
 
     :param sql: the SQL, or the path of a ``.sql`` template.
     :param sql_vars: extra ``params`` for the template (a dict, or an upstream task's output).
@@ -106,12 +104,11 @@ class AEPQueryOperator(AEPBaseOperator):
         self.query_id: str | None = None
 
     def render_template_fields(self, context: Context, jinja_env: Any = None) -> None:
-        """Render ``sql_vars`` first, then the other fields with it in ``params``, and ``dialect`` and ``tenant``."""
+        """Render ``sql_vars`` first, then the other fields with it in ``params``, and ``tenant``."""
         jinja_env = jinja_env or self.get_template_env()
         self._do_render_template_fields(self, ("sql_vars",), context, jinja_env, set())
         sql_context = {
             **context,
-            "dialect": self.hook.settings.qs_dialect,
             "tenant": self.hook.get_tenant_id(),
             "params": {**(context.get("params") or {}), **(self.sql_vars or {})},
         }
@@ -168,7 +165,7 @@ class AEPQueryOperator(AEPBaseOperator):
             result["dataset_id"] = dataset_id
             self.persist_link(context, AEPDatasetLink, dataset_id)
         if not result["rowCount"] and not self.allow_empty:
-            tables = source_tables(self.sql, self.hook.settings.qs_dialect)
+            tables = source_tables(self.sql)
             inputs = f"its input tables ({', '.join(tables)})" if tables else "its input tables"
             raise AEPNoRowsError(
                 f"Query {query['id']} ({self.task_id}) succeeded but wrote no rows"

@@ -1,4 +1,4 @@
-"""Query Service over the PostgreSQL wire: connection parameters, the token as password, the dialect."""
+"""Query Service over the PostgreSQL wire: connection parameters, the token as password."""
 
 from __future__ import annotations
 
@@ -36,14 +36,10 @@ class TestQueryServiceHook:
         assert connection_parameters.call_count == 1
 
     def test_emulator_settings(self, monkeypatch, connection_parameters):
-        monkeypatch.setenv("AIRFLOW_CONN_AEP_DEFAULT", connection_json(qs_sslmode="disable", qs_dialect="postgres"))
+        monkeypatch.setenv("AIRFLOW_CONN_AEP_DEFAULT", connection_json(qs_sslmode="disable"))
         qs_hook = AEPQueryServiceHook(sandbox="prod")
         with mock.patch.object(AEPQueryServiceHook, "_create_connection") as create_connection:
             qs_hook.get_conn()
 
         (conn_args,), _ = create_connection.call_args
         assert (conn_args["sslmode"], conn_args["dbname"]) == ("disable", "prod:all")
-        assert qs_hook.dialect_name == "postgres"
-
-    def test_default_dialect_is_spark(self):
-        assert AEPQueryServiceHook().dialect_name == "spark"

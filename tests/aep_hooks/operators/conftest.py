@@ -143,10 +143,10 @@ def names(dag_id, tmp_path, s3):
     # A CTAS rebuilt on every run, as the pipeline's featurize query is: a new dataset each time.
     (tmp_path / "rebuild.sql").write_text(
         "DROP TABLE IF EXISTS high_{{ params.suffix }}; CREATE TABLE high_{{ params.suffix }} AS"
-        ' SELECT "_acme.userid" AS userid FROM {{ ti.xcom_pull("ensure")["table_name"] }} WHERE "_acme.propensity" >= 0.5'
+        ' SELECT _acme.userid AS userid FROM {{ ti.xcom_pull("ensure")["table_name"] }} WHERE _acme.propensity >= 0.5'
     )
     (tmp_path / "high.sql").write_text(
-        'SELECT "_acme.userid" AS userid FROM {{ ti.xcom_pull("ensure")["table_name"] }} WHERE "_acme.propensity" >= $threshold'
+        'SELECT _acme.userid AS userid FROM {{ ti.xcom_pull("ensure")["table_name"] }} WHERE _acme.propensity >= $threshold'
     )
     prefix = f"scores/{dag_id}/dt={AS_OF}"
     for part in range(2):

@@ -210,13 +210,13 @@ class TestTransientFaults:
 
 
 @pytest.mark.parametrize(
-    ("sql", "dialect", "tables"),
+    ("sql", "tables"),
     [
-        (CTAS_SQL, "spark", ["events_2026", "profiles"]),
-        ("INSERT INTO scores SELECT * FROM staging_scores", "postgres", ["staging_scores"]),
-        ("WITH w AS (SELECT * FROM ev) SELECT * FROM w", "spark", ["ev"]),
-        ("SELEC broken ((", "spark", []),
+        (CTAS_SQL, ["events_2026", "profiles"]),
+        ("INSERT INTO scores SELECT * FROM staging_scores", ["staging_scores"]),
+        ("WITH w AS (SELECT * FROM ev) SELECT * FROM w", ["ev"]),
+        ("SELEC broken ((", []),
     ],
 )
-def test_source_tables(sql, dialect, tables):
-    assert source_tables(sql, dialect) == tables
+def test_source_tables(sql, tables):
+    assert source_tables(sql) == tables

@@ -172,16 +172,15 @@ def test_query_times_out_on_the_deadline_and_is_retryable(requests_mock, context
     assert not isinstance(err.value, AirflowFailException)
 
 
-def test_query_sql_template_sees_dialect_tenant_and_sql_vars(tmp_path, monkeypatch):
+def test_query_sql_template_sees_tenant_and_sql_vars(tmp_path, monkeypatch):
     """sql_vars (an upstream output) render first and reach the SQL file as params, beside the
-    connection's dialect and the org's tenant, so one template serves AEP and the emulator."""
+    org's tenant; the template is Spark SQL, one text for AEP and the emulator."""
     import jinja2
 
     (tmp_path / "q.sql").write_text(
-        "SELECT {% if dialect == 'postgres' %}\"_{{ tenant }}.userid\"{% else %}_{{ tenant }}.userid{% endif %}"
-        " FROM {{ params.table }} WHERE d = '{{ params.day }}' -- {{ params.dag_param }}"
+        "SELECT _{{ tenant }}.userid FROM {{ params.table }} WHERE d = '{{ params.day }}' -- {{ params.dag_param }}"
     )
-    hook = SimpleNamespace(settings=SimpleNamespace(qs_dialect="postgres"), get_tenant_id=lambda: "acme")
+    hook = SimpleNamespace(get_tenant_id=lambda: "acme")
     monkeypatch.setattr(AEPQueryOperator, "hook", hook)
     op = AEPQueryOperator(
         task_id="q", sql="q.sql", sql_vars={"table": "{{ params.prefix }}_events", "day": "2026-01-02"}
@@ -190,4 +189,4 @@ def test_query_sql_template_sees_dialect_tenant_and_sql_vars(tmp_path, monkeypat
     op.sql = env.loader.get_source(env, "q.sql")[0]
     op.render_template_fields({"params": {"prefix": "pre", "dag_param": "kept"}}, env)
     assert op.sql_vars == {"table": "pre_events", "day": "2026-01-02"}
-    assert op.sql == "SELECT \"_acme.userid\" FROM pre_events WHERE d = '2026-01-02' -- kept"
+    assert op.sql == "SELECT _acme.userid FROM pre_events WHERE d = '2026-01-02' -- kept"
